@@ -1,0 +1,62 @@
+"""The heart-pipeline command line: train, validate (and later score, serve).
+
+Exit codes: 0 success, 1 a pipeline failure (the last stderr line says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import heart_pipeline  # noqa: F401  (telemetry defaults before anything else is imported)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A user's relative path means relative to where they typed the command."""
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.training import heart_training
+
+    return heart_training(data_path=_absolute(args.data), config_path=_absolute(args.config),
+                          models=args.models, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heart-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="validate the data, train LR and RF, track and register them in MLflow")
+    train.add_argument("--data", help="CSV to train on (default: data.path in the config)")
+    train.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    train.add_argument("--models", nargs="+", choices=["logistic_regression", "random_forest"])
+    train.add_argument("--seed", type=int, help="split and CV seed (default: split.seed in the config)")
+    train.set_defaults(handler=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from heart_pipeline.errors import PipelineError
+
+    try:
+        result = args.handler(args)
+    except PipelineError as exc:
+        print(f"heart-pipeline: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("heart-pipeline: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"heart-pipeline: error: {type(exc).__name__}: {reason}", file=sys.stderr, flush=True)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""End-to-end: the real flow on a real Prefect server (test harness), a real MLflow store, real GE."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import BIN, cli_env, write_test_config
+
+EXPECTED_OUTPUTS = ["data/processed_heart.csv", "data/X_train_clean.csv", "data/X_test_clean.csv",
+                    "data/y_train.csv", "data/y_test.csv", "validation/validation_report.json",
+                    "models/logistic_regression.joblib", "models/random_forest.joblib",
+                    "evaluation/logistic_regression_roc_curve.png", "evaluation/random_forest_confusion_matrix.png",
+                    "evaluation/logistic_regression_metrics.csv"]
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, bundled_csv: Path) -> dict:
+    from flows.training import heart_training
+
+    directory = tmp_path_factory.mktemp("e2e")
+    config = write_test_config(directory)
+    state = heart_training(data_path=str(bundled_csv), config_path=str(config), return_state=True)
+    assert state.is_completed(), state.message
+    return {"result": state.result(), "directory": directory, "state": state}
+
+
+def test_flow_completes_and_writes_run_folder(trained: dict) -> None:
+    result = trained["result"]
+    run_dir = Path(result["run_dir"])
+    for relative in EXPECTED_OUTPUTS:
+        assert (run_dir / relative).exists(), relative
+    # The bundled copy has 2 malformed thal rows: quarantined, the rest trained.
+    assert result["validation"]["rows_quarantined"] == 2
+    assert result["validation"]["rows_kept"] == 301
+
+
+def test_mlflow_store_holds_both_models(trained: dict) -> None:
+    tracking_uri = f"sqlite:///{trained['directory'] / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("heart-disease")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags["algorithm"] for r in runs} == {"logistic_regression", "random_forest"}
+    flow_run_id = str(trained["state"].state_details.flow_run_id)
+    for run in runs:
+        assert run.data.tags["prefect.flow_run_id"] == flow_run_id
+        assert len(run.data.tags["data.fingerprint"]) == 64
+        assert "git.commit" in run.data.tags
+        for metric in ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_roc_auc",
+                       "test_log_loss", "cv_roc_auc_mean", "cv_roc_auc_std"):
+            assert metric in run.data.metrics, metric
+        assert 0.6 < run.data.metrics["test_roc_auc"] <= 1.0
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        algorithm = run.data.tags["algorithm"]
+        assert f"plots/{algorithm}_roc_curve.png" in artifacts
+        assert f"plots/{algorithm}_confusion_matrix.png" in artifacts
+        assert client.list_artifacts(run.info.run_id, "metrics")
+        docs = {a.path for a in client.list_artifacts(run.info.run_id, "data_quality/data_docs")}
+        assert "data_quality/data_docs/index.html" in docs
+        assert run.inputs.dataset_inputs, "the training data is logged as an MLflow input"
+    for algorithm, name in (("logistic_regression", "heart-disease-logistic-regression"),
+                            ("random_forest", "heart-disease-random-forest")):
+        versions = client.search_model_versions(f"name='{name}'")
+        assert len(versions) == 1
+        assert versions[0].tags["algorithm"] == algorithm
+
+
+def test_registered_model_scores_raw_rows(trained: dict, bundled_csv: Path) -> None:
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{trained['directory'] / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/heart-disease-random-forest/1")
+    rows = pd.read_csv(bundled_csv).dropna().drop(columns="target").head(5)
+    predictions = model.predict(rows.astype("float64"))
+    assert set(predictions.tolist()) <= {0, 1}
+
+
+def test_two_concurrent_runs_keep_separate_complete_outputs(prefect_server: str, tmp_path: Path,
+                                                              clean_csv: Path, session_dir: Path) -> None:
+    config = write_test_config(tmp_path)
+    env = cli_env(prefect_server, session_dir / "prefect-home")
+    command = [str(BIN / "heart-pipeline"), "train", "--data", str(clean_csv), "--config", str(config)]
+
+    def run(_: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, range(2)))
+    for result in results:
+        assert result.returncode == 0, result.stderr[-2000:]
+    run_dirs = sorted((tmp_path / "runs" / "heart-training").iterdir())
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        for relative in EXPECTED_OUTPUTS:
+            assert (run_dir / relative).exists(), f"{run_dir.name}/{relative}"
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    versions = client.search_model_versions("name='heart-disease-random-forest'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert len({v.run_id for v in versions}) == 2
