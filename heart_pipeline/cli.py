@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a pipeline failure (the last stderr line says why), 2 b
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import sys
 from pathlib import Path
@@ -22,8 +23,15 @@ def _absolute(path: str | None) -> str | None:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from flows.training import heart_training
 
-    return heart_training(data_path=_absolute(args.data), config_path=_absolute(args.config),
-                          models=args.models, seed=args.seed)
+    return heart_training(
+        data_path=_absolute(args.data), config_path=_absolute(args.config), models=args.models, seed=args.seed
+    )
+
+
+def _validate(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.data_quality import heart_data_quality
+
+    return heart_data_quality(data_path=_absolute(args.data), config_path=_absolute(args.config))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,24 +43,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--models", nargs="+", choices=["logistic_regression", "random_forest"])
     train.add_argument("--seed", type=int, help="split and CV seed (default: split.seed in the config)")
     train.set_defaults(handler=_train)
+    validate = sub.add_parser("validate", help="check a CSV against the data contract without training")
+    validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
+    validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    validate.set_defaults(handler=_validate)
     return parser
+
+
+_last_words: list[str] = []
+
+
+def _print_last_words() -> None:
+    for line in _last_words:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _say_last(message: str) -> None:
+    """Queue ``message`` to be the very last stderr line (see ``main``)."""
+    _last_words.append(message)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Prefect stops its temporary server in an atexit hook that logs a line. Hooks run last-in,
+    # first-out, and this one is registered before Prefect's, so the reason stays the last line.
+    atexit.register(_print_last_words)
     from heart_pipeline.errors import PipelineError
 
     try:
         result = args.handler(args)
     except PipelineError as exc:
-        print(f"heart-pipeline: error: {exc}", file=sys.stderr, flush=True)
+        _say_last(f"heart-pipeline: error: {exc}")
         return 1
     except KeyboardInterrupt:
-        print("heart-pipeline: interrupted", file=sys.stderr, flush=True)
+        _say_last("heart-pipeline: interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"heart-pipeline: error: {type(exc).__name__}: {reason}", file=sys.stderr, flush=True)
+        _say_last(f"heart-pipeline: error: {type(exc).__name__}: {reason}")
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -166,9 +166,7 @@ def load_config(path: Path | str | None = None) -> Settings:
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"{config_path}: invalid config: {problems}") from None
 
 
@@ -176,10 +174,10 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
     """The config plus the data contract it points at, checked against each other."""
     settings = load_config(path)
     contract = load_contract(settings.resolve(settings.contract.suite_path))
-    expected = sorted([*settings.features.all, settings.data.target])
-    if sorted(contract.columns) != expected:
-        extra = sorted(set(settings.features.all + [settings.data.target]) - set(contract.columns))
-        missing = sorted(set(contract.columns) - set(settings.features.all + [settings.data.target]))
+    declared = {*settings.features.all, settings.data.target}
+    if declared != set(contract.columns):
+        extra = sorted(declared - set(contract.columns))
+        missing = sorted(set(contract.columns) - declared)
         raise ConfigError(
             f"{path or DEFAULT_CONFIG_PATH}: features and target must cover the contract's columns exactly: "
             f"not in the contract {extra}, not in any feature group {missing}"

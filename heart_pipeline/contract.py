@@ -66,7 +66,6 @@ class Contract:
 
     def without_column(self, dropped: str) -> Contract:
         """The contract for unlabelled data (batch scoring): no rules on ``dropped``."""
-        columns = [c for c in self.columns if c != dropped]
         expectations = []
         for exp in self.raw["expectations"]:
             kwargs = exp["kwargs"]

@@ -5,20 +5,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: workers and CI have no display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from prefect import task  # noqa: E402
-from scipy import stats  # noqa: E402
-from sklearn.base import clone  # noqa: E402
-from sklearn.calibration import CalibrationDisplay  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from prefect import task
+from scipy import stats
+from sklearn.base import clone
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import (
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
     RocCurveDisplay,
@@ -30,11 +29,11 @@ from sklearn.metrics import (  # noqa: E402
     roc_auc_score,
     roc_curve,
 )
-from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate  # noqa: E402
-from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
+from sklearn.pipeline import Pipeline
 
-from tasks.preprocess import read_split  # noqa: E402
-from tasks.train import TrainedModel, load_trained  # noqa: E402
+from tasks.preprocess import read_split
+from tasks.train import TrainedModel, load_trained
 
 CV_SCORERS = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "neg_log_loss"}
 
@@ -63,8 +62,9 @@ def held_out_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) ->
     }
 
 
-def corrected_confidence_interval(scores: np.ndarray, n_train: int, n_test: int, n_splits: int,
-                                  level: float = 0.95) -> tuple[float, float]:
+def corrected_confidence_interval(
+    scores: np.ndarray, n_train: int, n_test: int, n_splits: int, level: float = 0.95
+) -> tuple[float, float]:
     """Nadeau-Bengio corrected t-interval for the mean of repeated k-fold scores.
 
     CV folds overlap, so the plain standard error is too small; the correction inflates the
@@ -78,8 +78,9 @@ def corrected_confidence_interval(scores: np.ndarray, n_train: int, n_test: int,
     return float(scores.mean() - half), float(scores.mean() + half)
 
 
-def cross_validated_metrics(model: Pipeline, x: pd.DataFrame, y: pd.Series, n_splits: int, n_repeats: int,
-                            seed: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+def cross_validated_metrics(
+    model: Pipeline, x: pd.DataFrame, y: pd.Series, n_splits: int, n_repeats: int, seed: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Mean, std and 95% CI of ROC-AUC, accuracy and log loss over repeated stratified folds.
 
     The folds depend only on the seed and the data, so every algorithm is scored on the same folds.
@@ -92,8 +93,14 @@ def cross_validated_metrics(model: Pipeline, x: pd.DataFrame, y: pd.Series, n_sp
     for name in CV_SCORERS:
         values = result[f"test_{name}"] * (-1 if name == "log_loss" else 1)
         low, high = corrected_confidence_interval(values, len(y) - n_test, n_test, n_splits)
-        metrics.update({f"cv_{name}_mean": float(values.mean()), f"cv_{name}_std": float(values.std(ddof=1)),
-                        f"cv_{name}_ci95_low": low, f"cv_{name}_ci95_high": high})
+        metrics.update(
+            {
+                f"cv_{name}_mean": float(values.mean()),
+                f"cv_{name}_std": float(values.std(ddof=1)),
+                f"cv_{name}_ci95_low": low,
+                f"cv_{name}_ci95_high": high,
+            }
+        )
         scores[name] = values.tolist()
     return metrics, scores
 
@@ -109,9 +116,12 @@ def save_plots(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: floa
     plots: dict[str, str] = {}
     predicted = (proba >= threshold).astype(int)
     for kind, draw in {
-        "roc_curve": lambda ax: RocCurveDisplay.from_predictions(y_true, proba, ax=ax, name=name, plot_chance_level=True),
+        "roc_curve": lambda ax: RocCurveDisplay.from_predictions(
+            y_true, proba, ax=ax, name=name, plot_chance_level=True
+        ),
         "confusion_matrix": lambda ax: ConfusionMatrixDisplay.from_predictions(
-            y_true, predicted, ax=ax, display_labels=["no disease", "disease"], colorbar=False),
+            y_true, predicted, ax=ax, display_labels=["no disease", "disease"], colorbar=False
+        ),
         "precision_recall_curve": lambda ax: PrecisionRecallDisplay.from_predictions(y_true, proba, ax=ax, name=name),
         "calibration_curve": lambda ax: CalibrationDisplay.from_predictions(y_true, proba, n_bins=8, ax=ax, name=name),
     }.items():
@@ -126,8 +136,17 @@ def save_plots(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: floa
     return plots
 
 
-def evaluate_model(trained: TrainedModel, train_path: str, test_path: str, target: str, threshold: float,
-                   n_splits: int, n_repeats: int, seed: int, out_dir: Path) -> Evaluation:
+def evaluate_model(
+    trained: TrainedModel,
+    train_path: str,
+    test_path: str,
+    target: str,
+    threshold: float,
+    n_splits: int,
+    n_repeats: int,
+    seed: int,
+    out_dir: Path,
+) -> Evaluation:
     model = load_trained(trained)
     x_train, y_train = read_split(train_path, target)
     x_test, y_test = read_split(test_path, target)
@@ -145,15 +164,29 @@ def evaluate_model(trained: TrainedModel, train_path: str, test_path: str, targe
 
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}")
-def evaluate_model_task(trained: TrainedModel, train_path: str, test_path: str, target: str, threshold: float,
-                        n_splits: int, n_repeats: int, seed: int, out_dir: Path) -> Evaluation:
+def evaluate_model_task(
+    trained: TrainedModel,
+    train_path: str,
+    test_path: str,
+    target: str,
+    threshold: float,
+    n_splits: int,
+    n_repeats: int,
+    seed: int,
+    out_dir: Path,
+) -> Evaluation:
     from prefect import get_run_logger
 
     evaluation = evaluate_model(trained, train_path, test_path, target, threshold, n_splits, n_repeats, seed, out_dir)
     m = evaluation.metrics
     get_run_logger().info(
         "%s: test ROC-AUC %.3f, accuracy %.3f, recall %.3f; CV ROC-AUC %.3f (95%% CI %.3f-%.3f)",
-        trained.name, m["test_roc_auc"], m["test_accuracy"], m["test_recall"], m["cv_roc_auc_mean"],
-        m["cv_roc_auc_ci95_low"], m["cv_roc_auc_ci95_high"],
+        trained.name,
+        m["test_roc_auc"],
+        m["test_accuracy"],
+        m["test_recall"],
+        m["cv_roc_auc_mean"],
+        m["cv_roc_auc_ci95_low"],
+        m["cv_roc_auc_ci95_high"],
     )
     return evaluation

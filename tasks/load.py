@@ -139,6 +139,10 @@ def load_dataset_task(path: Path, na_values: list[str], max_file_mb: float, defa
     summary = load_dataset(path, na_values, max_file_mb, default_path)
     get_run_logger().info(
         "Loaded %s: %d rows, %d columns, sha256 %s; provenance: %s",
-        summary.path, summary.n_rows, summary.n_columns, summary.fingerprint[:12], summary.provenance,
+        summary.path,
+        summary.n_rows,
+        summary.n_columns,
+        summary.fingerprint[:12],
+        summary.provenance,
     )
     return summary

@@ -57,12 +57,21 @@ def build_preprocessor(groups: FeatureGroups) -> ColumnTransformer:
     """One transformer for the seed's four feature groups; unfitted, so each pipeline fits its own."""
     return ColumnTransformer(
         transformers=[
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
-             groups.numeric),
-            ("categorical", Pipeline([
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-            ]), groups.categorical),
+            (
+                "numeric",
+                Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]),
+                groups.numeric,
+            ),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                groups.categorical,
+            ),
             # Ordinal codes (slope, vessel count) are already ordered integers: impute and keep the order.
             ("ordinal", SimpleImputer(strategy="most_frequent"), groups.ordinal),
             ("binary", SimpleImputer(strategy="most_frequent"), groups.binary),
@@ -72,16 +81,19 @@ def build_preprocessor(groups: FeatureGroups) -> ColumnTransformer:
     )
 
 
-def preprocess_dataset(validated_path: Path, target: str, groups: FeatureGroups, test_size: float, seed: int,
-                       out_dir: Path) -> PreparedData:
+def preprocess_dataset(
+    validated_path: Path, target: str, groups: FeatureGroups, test_size: float, seed: int, out_dir: Path
+) -> PreparedData:
     frame = pd.read_csv(validated_path)
     deduplicated, duplicates = drop_exact_duplicates(frame)
     x_train, x_test, y_train, y_test = split_train_test(deduplicated, target, test_size, seed)
     preprocessor = build_preprocessor(groups).fit(x_train)  # fitted on training rows only: no leakage
     names = preprocessor.get_feature_names_out()
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: out_dir / f"{name}.csv" for name in
-             ("processed_heart", "train", "test", "X_train_clean", "X_test_clean", "y_train", "y_test")}
+    paths = {
+        name: out_dir / f"{name}.csv"
+        for name in ("processed_heart", "train", "test", "X_train_clean", "X_test_clean", "y_train", "y_test")
+    }
     deduplicated.to_csv(paths["processed_heart"], index=False)
     x_train.assign(**{target: y_train}).to_csv(paths["train"], index=False)
     x_test.assign(**{target: y_test}).to_csv(paths["test"], index=False)
@@ -117,14 +129,19 @@ def read_split(path: str, target: str) -> tuple[pd.DataFrame, pd.Series]:
 
 
 @task(name="preprocess")
-def preprocess_dataset_task(validated_path: Path, target: str, groups: FeatureGroups, test_size: float, seed: int,
-                            out_dir: Path) -> PreparedData:
+def preprocess_dataset_task(
+    validated_path: Path, target: str, groups: FeatureGroups, test_size: float, seed: int, out_dir: Path
+) -> PreparedData:
     from prefect import get_run_logger
 
     prepared = preprocess_dataset(validated_path, target, groups, test_size, seed, out_dir)
     get_run_logger().info(
         "Preprocessed %d rows: %d duplicates removed, %d train / %d test, %d features after encoding, in %s",
-        prepared.rows_in, prepared.duplicates_removed, prepared.n_train, prepared.n_test,
-        prepared.n_features_out, prepared.out_dir,
+        prepared.rows_in,
+        prepared.duplicates_removed,
+        prepared.n_train,
+        prepared.n_test,
+        prepared.n_features_out,
+        prepared.out_dir,
     )
     return prepared

@@ -92,8 +92,9 @@ def model_signature(feature_columns: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("double", c) for c in feature_columns]),
-                          outputs=Schema([ColSpec("long")]))
+    return ModelSignature(
+        inputs=Schema([ColSpec("double", c) for c in feature_columns]), outputs=Schema([ColSpec("long")])
+    )
 
 
 def local_dataset_source(path: str) -> Any:
@@ -125,30 +126,55 @@ def log_model_run(
     model = load_trained(trained)
     x_train, y_train = read_split(prepared.train_path, target)
     x_example = x_train.head(2).astype("float64")
-    run_tags = {**tags, "algorithm": trained.name, "data.fingerprint": dataset.fingerprint,
-                "git.commit": git_commit(), "data.provenance": dataset.provenance}
+    run_tags = {
+        **tags,
+        "algorithm": trained.name,
+        "data.fingerprint": dataset.fingerprint,
+        "git.commit": git_commit(),
+        "data.provenance": dataset.provenance,
+    }
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{trained.name}", tags=run_tags) as run:
-        mlflow.log_params({**{f"model.{k}": v for k, v in trained.params.items()},
-                           "algorithm": trained.name, "threshold": evaluation.threshold,
-                           "data.path": dataset.path, "data.rows_in": report.rows_in,
-                           "data.rows_kept": report.rows_kept, "data.rows_quarantined": report.rows_quarantined,
-                           "data.duplicates_removed": prepared.duplicates_removed,
-                           "split.n_train": prepared.n_train, "split.n_test": prepared.n_test})
+        mlflow.log_params(
+            {
+                **{f"model.{k}": v for k, v in trained.params.items()},
+                "algorithm": trained.name,
+                "threshold": evaluation.threshold,
+                "data.path": dataset.path,
+                "data.rows_in": report.rows_in,
+                "data.rows_kept": report.rows_kept,
+                "data.rows_quarantined": report.rows_quarantined,
+                "data.duplicates_removed": prepared.duplicates_removed,
+                "split.n_train": prepared.n_train,
+                "split.n_test": prepared.n_test,
+            }
+        )
         mlflow.log_metrics(evaluation.metrics)
         for path in evaluation.plots.values():
             mlflow.log_artifact(path, artifact_path="plots")
         mlflow.log_artifact(evaluation.metrics_csv, artifact_path="metrics")
-        mlflow.log_dict({"threshold": evaluation.threshold, "how_chosen": evaluation.threshold_note,
-                         "cv_scores": evaluation.cv_scores}, "metrics/cv_scores.json")
+        mlflow.log_dict(
+            {
+                "threshold": evaluation.threshold,
+                "how_chosen": evaluation.threshold_note,
+                "cv_scores": evaluation.cv_scores,
+            },
+            "metrics/cv_scores.json",
+        )
         log_data_quality(report)
         training_rows = x_train.assign(**{target: y_train})
         with warnings.catch_warnings():
             # MLflow hints that integer columns cannot hold NaN. Our model signature already declares
             # doubles; the hint fires on the dataset's schema and the label output, which never hold NaN.
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-            mlflow.log_input(mlflow.data.from_pandas(training_rows, source=local_dataset_source(dataset.path),
-                                                     targets=target, name=f"heart-train-{dataset.fingerprint[:8]}"),
-                             context="training")
+            mlflow.log_input(
+                mlflow.data.from_pandas(
+                    training_rows,
+                    source=local_dataset_source(dataset.path),
+                    targets=target,
+                    name=f"heart-train-{dataset.fingerprint[:8]}",
+                ),
+                context="training",
+            )
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -162,11 +188,21 @@ def log_model_run(
             )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient(tracking_uri)
-    for key, value in {"algorithm": trained.name, "data.fingerprint": dataset.fingerprint,
-                       "test_roc_auc": f"{evaluation.metrics['test_roc_auc']:.4f}"}.items():
+    for key, value in {
+        "algorithm": trained.name,
+        "data.fingerprint": dataset.fingerprint,
+        "test_roc_auc": f"{evaluation.metrics['test_roc_auc']:.4f}",
+    }.items():
         client.set_model_version_tag(registered_model, version, key, value)
-    return TrackedModel(trained.name, run.info.run_id, experiment_id, info.model_uri, registered_model, version,
-                        run_ui_url(tracking_uri, experiment_id, run.info.run_id))
+    return TrackedModel(
+        trained.name,
+        run.info.run_id,
+        experiment_id,
+        info.model_uri,
+        registered_model,
+        version,
+        run_ui_url(tracking_uri, experiment_id, run.info.run_id),
+    )
 
 
 def log_data_quality(report: ValidationReport) -> None:
@@ -183,21 +219,47 @@ def log_data_quality(report: ValidationReport) -> None:
 
 
 @task(name="track", task_run_name="track-{trained.name}", retries=2, retry_delay_seconds=5)
-def log_model_run_task(trained: TrainedModel, evaluation: Evaluation, dataset: DatasetSummary,
-                       report: ValidationReport, prepared: PreparedData, target: str, tracking_uri: str,
-                       experiment: str, artifact_root: Path, registered_model: str,
-                       tags: dict[str, str]) -> TrackedModel:
+def log_model_run_task(
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    dataset: DatasetSummary,
+    report: ValidationReport,
+    prepared: PreparedData,
+    target: str,
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    registered_model: str,
+    tags: dict[str, str],
+) -> TrackedModel:
     from prefect import get_run_logger
 
-    tracked = log_model_run(trained, evaluation, dataset, report, prepared, target, tracking_uri, experiment,
-                            artifact_root, registered_model, tags)
-    get_run_logger().info("Logged %s to MLflow run %s; registered %s version %s", tracked.name, tracked.run_id,
-                          tracked.registered_model, tracked.version)
+    tracked = log_model_run(
+        trained,
+        evaluation,
+        dataset,
+        report,
+        prepared,
+        target,
+        tracking_uri,
+        experiment,
+        artifact_root,
+        registered_model,
+        tags,
+    )
+    get_run_logger().info(
+        "Logged %s to MLflow run %s; registered %s version %s",
+        tracked.name,
+        tracked.run_id,
+        tracked.registered_model,
+        tracked.version,
+    )
     return tracked
 
 
-def training_summary_markdown(tracked: list[TrackedModel], evaluations: list[Evaluation],
-                              report: ValidationReport, tracking_uri: str) -> str:
+def training_summary_markdown(
+    tracked: list[TrackedModel], evaluations: list[Evaluation], report: ValidationReport, tracking_uri: str
+) -> str:
     rows = []
     for t, e in zip(tracked, evaluations, strict=True):
         m = e.metrics
@@ -216,3 +278,60 @@ def training_summary_markdown(tracked: list[TrackedModel], evaluations: list[Eva
         f"Tracking store: `{tracking_uri}`. For a local store: "
         "`mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`, then open the links.\n"
     )
+
+
+def log_validation_run(
+    report: ValidationReport,
+    dataset: DatasetSummary,
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    tags: dict[str, str],
+) -> str:
+    """One MLflow run for a data-quality check (pass or fail); returns its UI URL."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    run_tags = {
+        **tags,
+        "data.fingerprint": dataset.fingerprint,
+        "data.path": dataset.path,
+        "gate.decision": report.decision,
+        "git.commit": git_commit(),
+    }
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"data-quality-{dataset.fingerprint[:8]}", tags=run_tags
+    ) as run:
+        mlflow.log_metrics(
+            {
+                "rows_in": report.rows_in,
+                "rows_kept": report.rows_kept,
+                "rows_quarantined": report.rows_quarantined,
+                "duplicate_rows": report.duplicate_rows,
+                "critical_failures": len(report.critical_failures),
+                "failed_expectations": sum(not o.success for o in report.outcomes),
+            }
+        )
+        log_data_quality(report)
+    return run_ui_url(tracking_uri, experiment_id, run.info.run_id)
+
+
+@task(name="track-data-quality", retries=2, retry_delay_seconds=5)
+def log_validation_run_task(
+    report: ValidationReport,
+    dataset: DatasetSummary,
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    tags: dict[str, str],
+) -> str:
+    from prefect.artifacts import create_link_artifact
+
+    url = log_validation_run(report, dataset, tracking_uri, experiment, artifact_root, tags)
+    create_link_artifact(
+        key="data-quality-mlflow-run",
+        link=url,
+        link_text="MLflow run with the Data Docs (artifacts: data_quality/data_docs/index.html)",
+    )
+    return url

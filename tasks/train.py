@@ -40,8 +40,15 @@ def build_model(name: ModelName, params: dict[str, Any], groups: FeatureGroups) 
     return Pipeline([("preprocess", build_preprocessor(groups)), ("classifier", ALGORITHMS[name](**params))])
 
 
-def train_model(name: ModelName, params: dict[str, Any], groups: FeatureGroups, train_path: str, target: str,
-                out_dir: Path, seed: int | None = None) -> TrainedModel:
+def train_model(
+    name: ModelName,
+    params: dict[str, Any],
+    groups: FeatureGroups,
+    train_path: str,
+    target: str,
+    out_dir: Path,
+    seed: int | None = None,
+) -> TrainedModel:
     x_train, y_train = read_split(train_path, target)
     if seed is not None and "random_state" in params:
         params = {**params, "random_state": seed}
@@ -57,8 +64,15 @@ def load_trained(trained: TrainedModel) -> Pipeline:
 
 
 @task(name="train", task_run_name="train-{name}", tags=["training"])
-async def train_model_task(name: ModelName, params: dict[str, Any], groups: FeatureGroups, train_path: str,
-                           target: str, out_dir: Path, seed: int | None = None) -> TrainedModel:
+async def train_model_task(
+    name: ModelName,
+    params: dict[str, Any],
+    groups: FeatureGroups,
+    train_path: str,
+    target: str,
+    out_dir: Path,
+    seed: int | None = None,
+) -> TrainedModel:
     """Async so that the task's timeout really fires: the fit runs in a thread the task stops
     waiting for at the deadline (the thread itself finishes in the background)."""
     import anyio

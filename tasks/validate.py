@@ -121,8 +121,9 @@ def run_expectation_suite(
     With ``docs_root`` a file-backed context is created there (one per run, so concurrent runs
     never share GE state) and Data Docs HTML is built; without it the context is ephemeral.
     """
-    import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    import great_expectations as gx
 
     if docs_root is None:
         context = gx.get_context(mode="ephemeral")
@@ -131,7 +132,9 @@ def run_expectation_suite(
         context = gx.get_context(mode="file", project_root_dir=str(docs_root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     suite = context.suites.add(
-        gx.ExpectationSuite(name=contract.name, expectations=contract.raw["expectations"], meta=contract.raw.get("meta"))
+        gx.ExpectationSuite(
+            name=contract.name, expectations=contract.raw["expectations"], meta=contract.raw.get("meta")
+        )
     )
     batch_definition = (
         context.data_sources.add_or_update_pandas("heart_csv")
@@ -188,12 +191,12 @@ def _describe(rule: Rule, result: dict[str, Any], frame: pd.DataFrame, lines: li
         actual = [str(c) for c in frame.columns]
         missing = [c for c in contract.columns if c not in actual]
         extra = [c for c in actual if c not in contract.columns]
-        text = f"columns do not match the contract: missing {missing}, unexpected {extra}"
-        if not missing and not extra:
-            text = f"columns are out of order: expected {contract.columns}, found {actual}"
         if len(actual) == 1 and ";" in actual[0]:
-            text += " (the file looks ';'-delimited; the contract expects ',')"
-        return text
+            return f"the file looks ';'-delimited (one column {actual[0][:40]!r}...); the contract expects ','"
+        if not missing and not extra:
+            return f"columns are out of order: expected {contract.columns}, found {actual}"
+        parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+        return "columns do not match the contract: " + ", ".join(p for p in parts if p)
     if rule.type == "expect_table_row_count_to_be_between":
         return f"has {len(frame)} data rows; at least {rule.kwargs.get('min_value')} are needed"
     if rule.type == "expect_column_values_to_be_in_type_list":
@@ -262,7 +265,7 @@ def assess_outcomes(
         detail = "" if success else _describe(rule, result, frame, source_lines, contract)
         if ge_outcome["exception"] and not success and rule.column and rule.column not in frame.columns:
             detail = f"column '{rule.column}' is absent"
-        count = int(result.get("unexpected_count") or len(failing) or (0 if success else 0))
+        count = int(result.get("unexpected_count") or len(failing))
         outcomes.append(
             RuleOutcome(rule.name, rule.type, rule.column, rule.severity, success, count, failing, detail, rule.why)
         )
@@ -270,7 +273,13 @@ def assess_outcomes(
         bad_lines = [source_lines[p] for p in positions]
         outcomes.append(
             RuleOutcome(
-                f"{FINITE_RULE}({column})", FINITE_RULE, column, "critical", False, len(positions), bad_lines,
+                f"{FINITE_RULE}({column})",
+                FINITE_RULE,
+                column,
+                "critical",
+                False,
+                len(positions),
+                bad_lines,
                 f"column '{column}' has non-finite values (inf) at {_format_lines(bad_lines)}",
                 "Infinity is not a measurement; it means the export that wrote the file is broken.",
             )
@@ -357,7 +366,9 @@ def validate_frame(
 ) -> ValidationReport:
     """Run the whole gate on an already-read file; write kept rows, quarantine, report and Data Docs."""
     frame = raw.frame
-    ge_outcomes, docs_index = run_expectation_suite(frame, contract, out_dir / "great_expectations" if out_dir else None)
+    ge_outcomes, docs_index = run_expectation_suite(
+        frame, contract, out_dir / "great_expectations" if out_dir else None
+    )
     outcomes = assess_outcomes(frame, raw.source_lines, contract, ge_outcomes)
     columns_ok = all(o.success for o in outcomes if o.expectation == COLUMNS_RULE)
     kept, quarantine = (
@@ -402,7 +413,9 @@ def write_validation_outputs(
         quarantine.to_csv(out_dir / "quarantine.csv", index=False)
         paths["quarantine_path"] = str(out_dir / "quarantine.csv")
     report_path = out_dir / "validation_report.json"
-    final = ValidationReport(**{**asdict(report), "outcomes": report.outcomes, **paths, "report_path": str(report_path)})
+    final = ValidationReport(
+        **{**asdict(report), "outcomes": report.outcomes, **paths, "report_path": str(report_path)}
+    )
     report_path.write_text(json.dumps(asdict(final), indent=2, default=_json_default))
     return final
 
@@ -457,6 +470,13 @@ def validation_markdown(report: ValidationReport) -> str:
     )
 
 
+def enforce_gate(report: ValidationReport) -> ValidationReport:
+    """Stop with the report's one-line reason if a critical rule failed."""
+    if not report.passed:
+        raise DataError(report.failure_message())
+    return report
+
+
 @task(name="validate")
 def validate_dataset_task(
     data_path: Path,
@@ -466,23 +486,40 @@ def validate_dataset_task(
     on_warning: str,
     max_invalid_fraction: float,
     out_dir: Path,
+    stop_on_failure: bool = True,
 ) -> ValidationReport:
+    """Run the gate and publish its table and summary as Prefect artifacts.
+
+    With ``stop_on_failure=False`` a failed report is returned instead of raised, so the caller
+    can publish the evidence (Data Docs, quarantine) before failing the run with ``enforce_gate``.
+    """
     from prefect import get_run_logger
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     report = validate_dataset(data_path, contract, na_values, max_file_mb, on_warning, max_invalid_fraction, out_dir)
     create_table_artifact(
         key="data-quality-expectations", table=expectation_table(report), description="Each expectation: pass or fail"
     )
     create_markdown_artifact(key="data-quality-report", markdown=validation_markdown(report))
+    if report.data_docs_path:
+        create_link_artifact(
+            key="data-quality-data-docs", link=Path(report.data_docs_path).as_uri(), link_text="Data Docs (local file)"
+        )
     logger = get_run_logger()
     logger.info(
         "Gate %s: %d rows in, %d kept, %d quarantined %s, %d duplicate rows",
-        report.decision, report.rows_in, report.rows_kept, report.rows_quarantined,
-        report.quarantined_by_rule, report.duplicate_rows,
+        report.decision,
+        report.rows_in,
+        report.rows_kept,
+        report.rows_quarantined,
+        report.quarantined_by_rule,
+        report.duplicate_rows,
     )
     for warning in report.warning_failures:
         logger.warning("Quarantined: %s", warning)
-    if not report.passed:
-        raise DataError(report.failure_message())
-    return report
+    return enforce_gate(report) if stop_on_failure else report
+
+
+@task(name="enforce-gate")
+def enforce_gate_task(report: ValidationReport) -> ValidationReport:
+    return enforce_gate(report)

@@ -18,8 +18,22 @@ def test_translation_to_project_codes() -> None:
 
 def test_bundled_data_has_project_codes(bundled_csv: Path) -> None:
     frame = pd.read_csv(bundled_csv)
-    assert list(frame.columns) == ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang",
-                                   "oldpeak", "slope", "ca", "thal", "target"]
+    assert list(frame.columns) == [
+        "age",
+        "sex",
+        "cp",
+        "trestbps",
+        "chol",
+        "fbs",
+        "restecg",
+        "thalach",
+        "exang",
+        "oldpeak",
+        "slope",
+        "ca",
+        "thal",
+        "target",
+    ]
     assert len(frame) == 303
     assert set(frame["cp"]) <= {0, 1, 2, 3}
     assert set(frame["slope"]) <= {0, 1, 2}

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.config import load_config
-from tasks.preprocess import build_preprocessor, drop_exact_duplicates, preprocess_dataset, split_train_test
+from tasks.preprocess import build_preprocessor, preprocess_dataset, split_train_test
 
 SETTINGS = load_config()
 
@@ -33,7 +33,7 @@ def test_split_is_stratified_and_seeded(clean_frame: pd.DataFrame) -> None:
 
 
 def test_preprocessor_is_fitted_on_training_rows_only(clean_frame: pd.DataFrame) -> None:
-    x_train, x_test, _, _ = split_train_test(clean_frame, "target", 0.2, 42)
+    x_train, _, _, _ = split_train_test(clean_frame, "target", 0.2, 42)
     preprocessor = build_preprocessor(SETTINGS.features).fit(x_train)
     scaler = preprocessor.named_transformers_["numeric"].named_steps["scale"]
     np.testing.assert_allclose(scaler.mean_, x_train[SETTINGS.features.numeric].mean().to_numpy())

@@ -28,20 +28,38 @@ def test_seed_hyperparameters_build_without_deprecation_warnings(clean_frame: pd
             warnings.simplefilter("error")
             model = build_model(name, hyperparameters(name, SETTINGS.models), SETTINGS.features).fit(x, y)
         assert model.predict_proba(x.head(3)).shape == (3, 2)
-    lr = build_model("logistic_regression", hyperparameters("logistic_regression", SETTINGS.models),
-                     SETTINGS.features).fit(x, y)
+    lr = build_model(
+        "logistic_regression", hyperparameters("logistic_regression", SETTINGS.models), SETTINGS.features
+    ).fit(x, y)
     assert (lr.named_steps["classifier"].coef_ == 0).any(), "L1 should zero out some coefficients"
 
 
 def test_train_and_evaluate_write_model_metrics_and_plots(tmp_path: Path, split_files: tuple[str, str]) -> None:
     train_path, test_path = split_files
-    trained = train_model("random_forest", hyperparameters("random_forest", SETTINGS.models), SETTINGS.features,
-                          train_path, "target", tmp_path / "models", seed=3)
+    trained = train_model(
+        "random_forest",
+        hyperparameters("random_forest", SETTINGS.models),
+        SETTINGS.features,
+        train_path,
+        "target",
+        tmp_path / "models",
+        seed=3,
+    )
     assert trained.params["random_state"] == 3
     evaluation = evaluate_model(trained, train_path, test_path, "target", 0.5, 3, 2, 42, tmp_path / "eval")
     m = evaluation.metrics
-    for key in ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_roc_auc", "test_log_loss",
-                "cv_roc_auc_mean", "cv_roc_auc_std", "cv_roc_auc_ci95_low", "cv_roc_auc_ci95_high"):
+    for key in (
+        "test_accuracy",
+        "test_f1",
+        "test_precision",
+        "test_recall",
+        "test_roc_auc",
+        "test_log_loss",
+        "cv_roc_auc_mean",
+        "cv_roc_auc_std",
+        "cv_roc_auc_ci95_low",
+        "cv_roc_auc_ci95_high",
+    ):
         assert np.isfinite(m[key]), key
     assert m["cv_roc_auc_ci95_low"] <= m["cv_roc_auc_mean"] <= m["cv_roc_auc_ci95_high"]
     assert len(evaluation.cv_scores["roc_auc"]) == 6

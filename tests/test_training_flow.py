@@ -11,11 +11,19 @@ import pytest
 
 from tests.conftest import BIN, cli_env, write_test_config
 
-EXPECTED_OUTPUTS = ["data/processed_heart.csv", "data/X_train_clean.csv", "data/X_test_clean.csv",
-                    "data/y_train.csv", "data/y_test.csv", "validation/validation_report.json",
-                    "models/logistic_regression.joblib", "models/random_forest.joblib",
-                    "evaluation/logistic_regression_roc_curve.png", "evaluation/random_forest_confusion_matrix.png",
-                    "evaluation/logistic_regression_metrics.csv"]
+EXPECTED_OUTPUTS = [
+    "data/processed_heart.csv",
+    "data/X_train_clean.csv",
+    "data/X_test_clean.csv",
+    "data/y_train.csv",
+    "data/y_test.csv",
+    "validation/validation_report.json",
+    "models/logistic_regression.joblib",
+    "models/random_forest.joblib",
+    "evaluation/logistic_regression_roc_curve.png",
+    "evaluation/random_forest_confusion_matrix.png",
+    "evaluation/logistic_regression_metrics.csv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +58,16 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
         assert run.data.tags["prefect.flow_run_id"] == flow_run_id
         assert len(run.data.tags["data.fingerprint"]) == 64
         assert "git.commit" in run.data.tags
-        for metric in ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_roc_auc",
-                       "test_log_loss", "cv_roc_auc_mean", "cv_roc_auc_std"):
+        for metric in (
+            "test_accuracy",
+            "test_f1",
+            "test_precision",
+            "test_recall",
+            "test_roc_auc",
+            "test_log_loss",
+            "cv_roc_auc_mean",
+            "cv_roc_auc_std",
+        ):
             assert metric in run.data.metrics, metric
         assert 0.6 < run.data.metrics["test_roc_auc"] <= 1.0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -62,8 +78,10 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
         docs = {a.path for a in client.list_artifacts(run.info.run_id, "data_quality/data_docs")}
         assert "data_quality/data_docs/index.html" in docs
         assert run.inputs.dataset_inputs, "the training data is logged as an MLflow input"
-    for algorithm, name in (("logistic_regression", "heart-disease-logistic-regression"),
-                            ("random_forest", "heart-disease-random-forest")):
+    for algorithm, name in (
+        ("logistic_regression", "heart-disease-logistic-regression"),
+        ("random_forest", "heart-disease-random-forest"),
+    ):
         versions = client.search_model_versions(f"name='{name}'")
         assert len(versions) == 1
         assert versions[0].tags["algorithm"] == algorithm
@@ -79,8 +97,9 @@ def test_registered_model_scores_raw_rows(trained: dict, bundled_csv: Path) -> N
     assert set(predictions.tolist()) <= {0, 1}
 
 
-def test_two_concurrent_runs_keep_separate_complete_outputs(prefect_server: str, tmp_path: Path,
-                                                              clean_csv: Path, session_dir: Path) -> None:
+def test_two_concurrent_runs_keep_separate_complete_outputs(
+    prefect_server: str, tmp_path: Path, clean_csv: Path, session_dir: Path
+) -> None:
     config = write_test_config(tmp_path)
     env = cli_env(prefect_server, session_dir / "prefect-home")
     command = [str(BIN / "heart-pipeline"), "train", "--data", str(clean_csv), "--config", str(config)]

@@ -1,0 +1,145 @@
+"""A generated corpus of hostile inputs: each builder writes one bad file and says what the error must say.
+
+Built from scikit-lego's bundled rows at test time; no real data is committed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class HostileCase:
+    name: str
+    build: Callable[[Path, pd.DataFrame], Path]
+    expected: str  # a fragment the one-line error must contain (besides the file name)
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _missing(d: Path, f: pd.DataFrame) -> Path:
+    return d / "does-not-exist.csv"
+
+
+def _directory(d: Path, f: pd.DataFrame) -> Path:
+    (d / "a-directory.csv").mkdir()
+    return d / "a-directory.csv"
+
+
+def _fifo(d: Path, f: pd.DataFrame) -> Path:
+    os.mkfifo(d / "pipe.csv")
+    return d / "pipe.csv"
+
+
+def _no_permission(d: Path, f: pd.DataFrame) -> Path:
+    path = _csv(d / "locked.csv", f)
+    path.chmod(0)
+    return path
+
+
+def _empty(d: Path, f: pd.DataFrame) -> Path:
+    (d / "empty.csv").write_bytes(b"")
+    return d / "empty.csv"
+
+
+def _header_only(d: Path, f: pd.DataFrame) -> Path:
+    (d / "header.csv").write_text(",".join(f.columns) + "\n")
+    return d / "header.csv"
+
+
+def _semicolon(d: Path, f: pd.DataFrame) -> Path:
+    path = d / "semicolon.csv"
+    f.to_csv(path, index=False, sep=";")
+    return path
+
+
+def _latin1(d: Path, f: pd.DataFrame) -> Path:
+    path = _csv(d / "latin1.csv", f)
+    lines = path.read_bytes().split(b"\n")
+    lines[4] = lines[4] + b",caf\xe9"  # a latin-1 byte on line 5
+    path.write_bytes(b"\n".join(lines))
+    return path
+
+
+def _missing_target(d: Path, f: pd.DataFrame) -> Path:
+    return _csv(d / "no-target.csv", f.drop(columns="target"))
+
+
+def _renamed(d: Path, f: pd.DataFrame) -> Path:
+    return _csv(d / "renamed.csv", f.rename(columns={"chol": "cholesterol"}))
+
+
+def _extra(d: Path, f: pd.DataFrame) -> Path:
+    return _csv(d / "extra.csv", f.assign(notes="x"))
+
+
+def _text_in_numeric(d: Path, f: pd.DataFrame) -> Path:
+    g = f.astype({"chol": "object"})
+    g.loc[2, "chol"] = "high"
+    return _csv(d / "text.csv", g)
+
+
+def _nan_and_inf(d: Path, f: pd.DataFrame) -> Path:
+    g = f.astype({"chol": "float64", "age": "float64"})
+    g.loc[3, "chol"] = np.inf
+    g.loc[5, "age"] = np.nan
+    return _csv(d / "nan-inf.csv", g)
+
+
+def _one_class(d: Path, f: pd.DataFrame) -> Path:
+    return _csv(d / "one-class.csv", f.assign(target=1))
+
+
+def _target_two(d: Path, f: pd.DataFrame) -> Path:
+    g = f.copy()
+    g.loc[7, "target"] = 2
+    return _csv(d / "target-two.csv", g)
+
+
+def _one_row(d: Path, f: pd.DataFrame) -> Path:
+    return _csv(d / "one-row.csv", f.head(1))
+
+
+def _all_invalid(d: Path, f: pd.DataFrame) -> Path:
+    return _csv(d / "all-invalid.csv", f.assign(age=500))
+
+
+def _hundred_mb(d: Path, f: pd.DataFrame) -> Path:
+    path = d / "big.csv"
+    block = f.to_csv(index=False, header=False).encode()
+    with path.open("wb") as out:
+        out.write((",".join(f.columns) + "\n").encode())
+        for _ in range(100 * 2**20 // len(block) + 1):
+            out.write(block)
+    return path
+
+
+CASES = [
+    HostileCase("missing-file", _missing, "file not found"),
+    HostileCase("directory", _directory, "is a directory"),
+    HostileCase("unreadable-fifo", _fifo, "not a regular file"),
+    HostileCase("unreadable-permissions", _no_permission, "cannot read file"),
+    HostileCase("empty-file", _empty, "file is empty"),
+    HostileCase("header-only", _header_only, "has 0 data rows; at least 50 are needed"),
+    HostileCase("semicolon-delimiter", _semicolon, "looks ';'-delimited"),
+    HostileCase("not-utf8", _latin1, "not UTF-8 text (byte 0xe9 at line 5)"),
+    HostileCase("missing-target", _missing_target, "columns do not match the contract: missing ['target']"),
+    HostileCase("renamed-column", _renamed, "missing ['chol'], unexpected ['cholesterol']"),
+    HostileCase("extra-column", _extra, "columns do not match the contract: unexpected ['notes']"),
+    HostileCase("text-in-numeric", _text_in_numeric, "column 'chol' is not numeric: 'high' at line 4"),
+    HostileCase("nan-and-inf", _nan_and_inf, "column 'chol' has non-finite values (inf) at line 5"),
+    HostileCase("one-class-target", _one_class, "column 'target' holds only [1]"),
+    HostileCase("target-value-2", _target_two, "column 'target' not in [0, 1]: [2] at line 9"),
+    HostileCase("one-data-row", _one_row, "has 1 data rows; at least 50 are needed"),
+    HostileCase("every-row-invalid", _all_invalid, "fail warning rules, above validation.max_invalid_fraction"),
+    HostileCase("file-100mb", _hundred_mb, "MB limit (data.max_file_mb)"),
+]

@@ -1,0 +1,90 @@
+"""heart-data-quality end to end: Prefect artifacts, MLflow run with Data Docs, CLI exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import BIN, cli_env, write_test_config
+from tests.hostile import CASES
+
+
+@pytest.fixture(scope="module")
+def checked(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, bundled_csv: Path) -> dict:
+    from flows.data_quality import heart_data_quality
+
+    directory = tmp_path_factory.mktemp("dq")
+    config = write_test_config(directory)
+    state = heart_data_quality(data_path=str(bundled_csv), config_path=str(config), return_state=True)
+    assert state.is_completed(), state.message
+    return {"state": state, "result": state.result(), "directory": directory, "config": config}
+
+
+def test_reports_counts_and_quarantine(checked: dict) -> None:
+    result = checked["result"]
+    assert (result["rows_in"], result["rows_kept"], result["rows_quarantined"]) == (303, 301, 2)
+    quarantine = pd.read_csv(result["quarantine_path"])
+    assert set(quarantine["rule"]) == {"expect_column_values_to_not_be_null(thal)"}
+    assert Path(result["data_docs_path"]).exists()
+
+
+def test_prefect_artifacts_list_every_expectation(checked: dict) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = checked["state"].state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    by_key = {a.key: a for a in artifacts}
+    assert {
+        "data-quality-expectations",
+        "data-quality-report",
+        "data-quality-data-docs",
+        "data-quality-mlflow-run",
+    } <= set(by_key)
+    table = by_key["data-quality-expectations"].data
+    assert "expect_column_values_to_not_be_null(thal)" in str(table)
+    assert "FAIL" in str(table)
+
+
+def test_data_docs_open_from_mlflow_and_show_the_failure(checked: dict, tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{checked['directory'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("heart-disease-data-quality")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["gate.decision"] == "quarantined"
+    assert run.data.metrics["rows_quarantined"] == 2
+    local = Path(client.download_artifacts(run.info.run_id, "data_quality/data_docs", str(tmp_path)))
+    assert (local / "index.html").exists()
+    pages = [p.read_text() for p in (local / "validations").rglob("*.html")]
+    assert pages, "the validation result page is logged"
+    assert any("Failed" in page and "thal" in page for page in pages)
+
+
+def test_validate_cli_exits_non_zero_on_a_critical_failure(
+    checked: dict, prefect_server: str, tmp_path: Path, clean_frame: pd.DataFrame, session_dir: Path
+) -> None:
+    case = next(c for c in CASES if c.name == "target-value-2")
+    path = case.build(tmp_path, clean_frame)
+    env = cli_env(prefect_server, session_dir / "prefect-home")
+    result = subprocess.run(
+        [str(BIN / "heart-pipeline"), "validate", "--data", str(path), "--config", str(checked["config"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"heart-pipeline: error: {path}: data-quality gate failed")
+    assert case.expected in last_line
+    # The failed check is still recorded, with its evidence, for the data owner.
+    client = mlflow.MlflowClient(f"sqlite:///{checked['directory'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("heart-disease-data-quality")
+    decisions = {r.data.tags["gate.decision"] for r in client.search_runs([experiment.experiment_id])}
+    assert "failed" in decisions
