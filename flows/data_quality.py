@@ -4,45 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, tags
 
 from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.runs import create_run_folder
+from heart_pipeline.runs import create_run_folder, data_quality_run_name, publish_failure_report
 from heart_pipeline.runtime import flow_run_id
 from tasks.load import load_dataset_task
 from tasks.track import log_validation_run_task
 from tasks.validate import enforce_gate_task, validate_dataset_task
 
 
-@flow(name="heart-data-quality")
+@flow(
+    name="heart-data-quality",
+    flow_run_name=data_quality_run_name,
+    on_failure=[publish_failure_report],
+    on_crashed=[publish_failure_report],
+)
 def heart_data_quality(data_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
     """Check a CSV against the data contract without training; fails on any critical rule."""
     settings, contract = load_settings_and_contract(config_path)
     data = settings.resolve(data_path or settings.data.path)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-data-quality", flow_run_id())
 
-    dataset = load_dataset_task(
-        data, settings.data.na_values, settings.data.max_file_mb, settings.resolve(settings.data.path)
-    )
-    report = validate_dataset_task(
-        data,
-        contract,
-        settings.data.na_values,
-        settings.data.max_file_mb,
-        settings.validation.on_warning,
-        settings.validation.max_invalid_fraction,
-        run_dir / "validation",
-        stop_on_failure=False,
-    )
-    mlflow_url = log_validation_run_task(
-        report,
-        dataset,
-        settings.tracking_uri,
-        f"{settings.mlflow.experiment}-data-quality",
-        settings.resolve(settings.mlflow.artifact_root),
-        {"prefect.flow_run_id": flow_run_id()},
-    )
-    enforce_gate_task(report)
+    dataset = load_dataset_task(data, settings)
+    with tags(f"data:{dataset.fingerprint[:8]}"):
+        report = validate_dataset_task(data, contract, settings, run_dir / "validation", stop_on_failure=False)
+        mlflow_url = log_validation_run_task(report, dataset, settings, {"prefect.flow_run_id": flow_run_id()})
+        enforce_gate_task(report)
     return {
         "run_dir": str(run_dir),
         "mlflow_run": mlflow_url,

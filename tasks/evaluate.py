@@ -32,7 +32,8 @@ from sklearn.metrics import (
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from tasks.preprocess import read_split
+from heart_pipeline.config import Settings
+from tasks.preprocess import PreparedData, read_split
 from tasks.train import TrainedModel, load_trained
 
 CV_SCORERS = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "neg_log_loss"}
@@ -165,19 +166,21 @@ def evaluate_model(
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}")
 def evaluate_model_task(
-    trained: TrainedModel,
-    train_path: str,
-    test_path: str,
-    target: str,
-    threshold: float,
-    n_splits: int,
-    n_repeats: int,
-    seed: int,
-    out_dir: Path,
+    trained: TrainedModel, prepared: PreparedData, settings: Settings, seed: int, out_dir: Path
 ) -> Evaluation:
     from prefect import get_run_logger
 
-    evaluation = evaluate_model(trained, train_path, test_path, target, threshold, n_splits, n_repeats, seed, out_dir)
+    evaluation = evaluate_model(
+        trained,
+        prepared.train_path,
+        prepared.test_path,
+        settings.data.target,
+        settings.evaluation.threshold,
+        settings.cross_validation.n_splits,
+        settings.cross_validation.n_repeats,
+        seed,
+        out_dir,
+    )
     m = evaluation.metrics
     get_run_logger().info(
         "%s: test ROC-AUC %.3f, accuracy %.3f, recall %.3f; CV ROC-AUC %.3f (95%% CI %.3f-%.3f)",

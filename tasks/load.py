@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
+from heart_pipeline.config import Settings
 from heart_pipeline.errors import DataError
 from heart_pipeline.runtime import retry_unless_pipeline_error
 
@@ -133,10 +134,12 @@ def load_dataset(path: Path, na_values: list[str], max_file_mb: float, default_p
 
 
 @task(name="load", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_pipeline_error)
-def load_dataset_task(path: Path, na_values: list[str], max_file_mb: float, default_path: Path) -> DatasetSummary:
+def load_dataset_task(path: Path, settings: Settings) -> DatasetSummary:
     from prefect import get_run_logger
 
-    summary = load_dataset(path, na_values, max_file_mb, default_path)
+    summary = load_dataset(
+        path, settings.data.na_values, settings.data.max_file_mb, settings.resolve(settings.data.path)
+    )
     get_run_logger().info(
         "Loaded %s: %d rows, %d columns, sha256 %s; provenance: %s",
         summary.path,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +15,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from heart_pipeline.config import FeatureGroups
+from heart_pipeline.caching import cache_key_for
+from heart_pipeline.config import FeatureGroups, Settings
+from heart_pipeline.runs import adopt_outputs
+from tasks.validate import ValidationReport
 
 
 @dataclass(frozen=True)
@@ -128,13 +133,18 @@ def read_split(path: str, target: str) -> tuple[pd.DataFrame, pd.Series]:
     return frame.drop(columns=[target]), frame[target].astype(int)
 
 
-@task(name="preprocess")
-def preprocess_dataset_task(
-    validated_path: Path, target: str, groups: FeatureGroups, test_size: float, seed: int, out_dir: Path
-) -> PreparedData:
+@task(
+    name="preprocess",
+    cache_key_fn=cache_key_for(sys.modules[__name__]),
+    cache_expiration=timedelta(days=7),
+    persist_result=True,
+)
+def preprocess_dataset_task(validated_path: Path, settings: Settings, seed: int, out_dir: Path) -> PreparedData:
     from prefect import get_run_logger
 
-    prepared = preprocess_dataset(validated_path, target, groups, test_size, seed, out_dir)
+    prepared = preprocess_dataset(
+        validated_path, settings.data.target, settings.features, settings.split.test_size, seed, out_dir
+    )
     get_run_logger().info(
         "Preprocessed %d rows: %d duplicates removed, %d train / %d test, %d features after encoding, in %s",
         prepared.rows_in,
@@ -145,3 +155,19 @@ def preprocess_dataset_task(
         prepared.out_dir,
     )
     return prepared
+
+
+@task(name="collect-step-outputs")
+def collect_step_outputs_task(report: ValidationReport, prepared: PreparedData, run_dir: Path) -> list[str]:
+    """When validate or preprocess were served from cache, their files live in an earlier run's
+    folder; link them into this run's folder so every run folder is complete on its own."""
+    from prefect import get_run_logger
+
+    adopted = []
+    for source, name in ((Path(str(report.report_path)).parent, "validation"), (Path(prepared.out_dir), "data")):
+        if source.resolve() != (run_dir / name).resolve():
+            adopt_outputs(source, run_dir / name)
+            adopted.append(f"{name} <- {source}")
+    if adopted:
+        get_run_logger().info("Reused cached step outputs: %s", "; ".join(adopted))
+    return adopted

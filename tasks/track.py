@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
-from heart_pipeline.config import PROJECT_ROOT
+from heart_pipeline.config import PROJECT_ROOT, Settings
 from tasks.evaluate import Evaluation
 from tasks.load import DatasetSummary
 from tasks.preprocess import PreparedData, read_split
@@ -27,6 +30,23 @@ class TrackedModel:
     registered_model: str
     version: str
     ui_url: str
+
+
+@contextmanager
+def tracking_store(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for the block only.
+
+    ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, which this project reads as the
+    user's override; left set, one flow's store would leak into the next flow in the same process.
+    """
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:
@@ -118,10 +138,39 @@ def log_model_run(
     registered_model: str,
     tags: dict[str, str],
 ) -> TrackedModel:
+
+    with tracking_store(tracking_uri):
+        return _log_model_run(
+            trained,
+            evaluation,
+            dataset,
+            report,
+            prepared,
+            target,
+            tracking_uri,
+            experiment,
+            artifact_root,
+            registered_model,
+            tags,
+        )
+
+
+def _log_model_run(
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    dataset: DatasetSummary,
+    report: ValidationReport,
+    prepared: PreparedData,
+    target: str,
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    registered_model: str,
+    tags: dict[str, str],
+) -> TrackedModel:
     import mlflow
     import mlflow.sklearn
 
-    mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
     model = load_trained(trained)
     x_train, y_train = read_split(prepared.train_path, target)
@@ -225,11 +274,7 @@ def log_model_run_task(
     dataset: DatasetSummary,
     report: ValidationReport,
     prepared: PreparedData,
-    target: str,
-    tracking_uri: str,
-    experiment: str,
-    artifact_root: Path,
-    registered_model: str,
+    settings: Settings,
     tags: dict[str, str],
 ) -> TrackedModel:
     from prefect import get_run_logger
@@ -240,11 +285,11 @@ def log_model_run_task(
         dataset,
         report,
         prepared,
-        target,
-        tracking_uri,
-        experiment,
-        artifact_root,
-        registered_model,
+        settings.data.target,
+        settings.tracking_uri,
+        settings.mlflow.experiment,
+        settings.resolve(settings.mlflow.artifact_root),
+        settings.mlflow.registered_models[trained.name],
         tags,
     )
     get_run_logger().info(
@@ -289,10 +334,18 @@ def log_validation_run(
     tags: dict[str, str],
 ) -> str:
     """One MLflow run for a data-quality check (pass or fail); returns its UI URL."""
+
+    with tracking_store(tracking_uri):
+        experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+        run_id = _log_validation_run(report, dataset, experiment_id, tags)
+    return run_ui_url(tracking_uri, experiment_id, run_id)
+
+
+def _log_validation_run(
+    report: ValidationReport, dataset: DatasetSummary, experiment_id: str, tags: dict[str, str]
+) -> str:
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
     run_tags = {
         **tags,
         "data.fingerprint": dataset.fingerprint,
@@ -314,21 +367,23 @@ def log_validation_run(
             }
         )
         log_data_quality(report)
-    return run_ui_url(tracking_uri, experiment_id, run.info.run_id)
+    return str(run.info.run_id)
 
 
 @task(name="track-data-quality", retries=2, retry_delay_seconds=5)
 def log_validation_run_task(
-    report: ValidationReport,
-    dataset: DatasetSummary,
-    tracking_uri: str,
-    experiment: str,
-    artifact_root: Path,
-    tags: dict[str, str],
+    report: ValidationReport, dataset: DatasetSummary, settings: Settings, tags: dict[str, str]
 ) -> str:
     from prefect.artifacts import create_link_artifact
 
-    url = log_validation_run(report, dataset, tracking_uri, experiment, artifact_root, tags)
+    url = log_validation_run(
+        report,
+        dataset,
+        settings.tracking_uri,
+        f"{settings.mlflow.experiment}-data-quality",
+        settings.resolve(settings.mlflow.artifact_root),
+        tags,
+    )
     create_link_artifact(
         key="data-quality-mlflow-run",
         link=url,

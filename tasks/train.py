@@ -14,8 +14,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from heart_pipeline.config import FeatureGroups, ModelName, ModelsConfig
-from tasks.preprocess import build_preprocessor, read_split
+from heart_pipeline.config import FeatureGroups, ModelName, ModelsConfig, Settings
+from tasks.preprocess import PreparedData, build_preprocessor, read_split
 
 ALGORITHMS: dict[str, type[ClassifierMixin]] = {
     "logistic_regression": LogisticRegression,
@@ -65,21 +65,23 @@ def load_trained(trained: TrainedModel) -> Pipeline:
 
 @task(name="train", task_run_name="train-{name}", tags=["training"])
 async def train_model_task(
-    name: ModelName,
-    params: dict[str, Any],
-    groups: FeatureGroups,
-    train_path: str,
-    target: str,
-    out_dir: Path,
-    seed: int | None = None,
+    name: ModelName, prepared: PreparedData, settings: Settings, seed: int, out_dir: Path
 ) -> TrainedModel:
     """Async so that the task's timeout really fires: the fit runs in a thread the task stops
     waiting for at the deadline (the thread itself finishes in the background)."""
     import anyio
     from prefect import get_run_logger
 
-    trained = await anyio.to_thread.run_sync(
-        partial(train_model, name, params, groups, train_path, target, out_dir, seed), abandon_on_cancel=True
+    fit = partial(
+        train_model,
+        name,
+        hyperparameters(name, settings.models),
+        settings.features,
+        prepared.train_path,
+        settings.data.target,
+        out_dir,
+        seed,
     )
+    trained = await anyio.to_thread.run_sync(fit, abandon_on_cancel=True)
     get_run_logger().info("Trained %s on %d rows with %s", name, trained.n_train, trained.params)
     return trained

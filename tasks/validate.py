@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,10 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+import heart_pipeline.contract
+import tasks.load
+from heart_pipeline.caching import cache_key_for
+from heart_pipeline.config import Settings
 from heart_pipeline.contract import Contract, Rule
 from heart_pipeline.errors import DataError
 from tasks.load import RawData, read_heart_csv
@@ -56,6 +62,12 @@ class ValidationReport:
     quarantine_path: str | None = None
     report_path: str | None = None
     data_docs_path: str | None = None
+
+    @property
+    def validated_file(self) -> Path:
+        if self.validated_path is None:
+            raise DataError(self.failure_message())
+        return Path(self.validated_path)
 
     @property
     def passed(self) -> bool:
@@ -477,16 +489,14 @@ def enforce_gate(report: ValidationReport) -> ValidationReport:
     return report
 
 
-@task(name="validate")
+@task(
+    name="validate",
+    cache_key_fn=cache_key_for(sys.modules[__name__], tasks.load, heart_pipeline.contract),
+    cache_expiration=timedelta(days=7),
+    persist_result=True,
+)
 def validate_dataset_task(
-    data_path: Path,
-    contract: Contract,
-    na_values: list[str],
-    max_file_mb: float,
-    on_warning: str,
-    max_invalid_fraction: float,
-    out_dir: Path,
-    stop_on_failure: bool = True,
+    data_path: Path, contract: Contract, settings: Settings, out_dir: Path, stop_on_failure: bool = True
 ) -> ValidationReport:
     """Run the gate and publish its table and summary as Prefect artifacts.
 
@@ -496,7 +506,15 @@ def validate_dataset_task(
     from prefect import get_run_logger
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-    report = validate_dataset(data_path, contract, na_values, max_file_mb, on_warning, max_invalid_fraction, out_dir)
+    report = validate_dataset(
+        data_path,
+        contract,
+        settings.data.na_values,
+        settings.data.max_file_mb,
+        settings.validation.on_warning,
+        settings.validation.max_invalid_fraction,
+        out_dir,
+    )
     create_table_artifact(
         key="data-quality-expectations", table=expectation_table(report), description="Each expectation: pass or fail"
     )
