@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean up down status
 
 install: $(STAMP)
 
@@ -26,6 +26,15 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+up: install  ## Prefect server :4200, MLflow server :5000, work pool, deployments, worker
+	$(BIN)/heart-pipeline stack up
+
+down:  ## stop exactly the processes `make up` started
+	@test -x $(BIN)/heart-pipeline && $(BIN)/heart-pipeline stack down || true
+
+status: install
+	$(BIN)/heart-pipeline stack status
 
 lint: install
 	$(BIN)/ruff check .

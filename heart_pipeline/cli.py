@@ -34,6 +34,24 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     return heart_data_quality(data_path=_absolute(args.data), config_path=_absolute(args.config))
 
 
+def _stack(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline import stack
+
+    layout = stack.default_layout(args.prefect_port, args.mlflow_port)
+    if args.action == "up":
+        info = stack.up(layout)
+        print(
+            f"Prefect UI  {info['prefect_ui']}\nMLflow UI   {info['mlflow_ui']}\n"
+            f"Ready after {info['ready_after_seconds']}s. In your shell: source .prefect/stack/stack.env\n"
+            "Then: prefect deployment run 'heart-training/heart-training' --watch",
+            file=sys.stderr,
+        )
+        return info
+    if args.action == "down":
+        return {"stopped": stack.down(layout)}
+    return stack.status(layout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heart-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
     validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
     validate.set_defaults(handler=_validate)
+    stack = sub.add_parser("stack", help="local Prefect server, MLflow server and worker (make up/down/status)")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--prefect-port", type=int, help="default 4200 (or $PREFECT_PORT)")
+    stack.add_argument("--mlflow-port", type=int, help="default 5000 (or $MLFLOW_PORT)")
+    stack.set_defaults(handler=_stack)
     return parser
 
 
