@@ -1,4 +1,5 @@
-"""heart-training: load -> validate -> preprocess -> train (LR and RF concurrently) -> evaluate -> track."""
+"""heart-training: load -> validate -> preprocess -> train (LR and RF concurrently) -> evaluate -> track
+-> promote the best model to @champion if it passes the gate."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from heart_pipeline.runtime import flow_run_id
 from tasks.evaluate import evaluate_model_task
 from tasks.load import load_dataset_task
 from tasks.preprocess import collect_step_outputs_task, preprocess_dataset_task
+from tasks.promote import decision_summary, promote_best_model_task
 from tasks.track import log_model_run_task, training_summary_markdown
 from tasks.train import train_model_task
 from tasks.validate import validate_dataset_task
@@ -66,13 +68,15 @@ def heart_training(
             )
             for model, evaluation in zip(trained, evaluated, strict=True)
         ]
-    evaluations = [future.result() for future in evaluated]
+        evaluations = [future.result() for future in evaluated]
+        decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     create_markdown_artifact(
         key="heart-training-summary",
         markdown=training_summary_markdown(tracked, evaluations, report, settings.tracking_uri),
     )
     return {
         "run_dir": str(run_dir),
+        "promotion": decision_summary(decision),
         "data_fingerprint": dataset.fingerprint,
         "validation": report.summary(),
         "models": {

@@ -34,6 +34,32 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     return heart_data_quality(data_path=_absolute(args.data), config_path=_absolute(args.config))
 
 
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.batch_scoring import heart_batch_scoring
+
+    return heart_batch_scoring(
+        data_path=str(_absolute(args.data)), out_path=_absolute(args.out), config_path=_absolute(args.config)
+    )
+
+
+def _rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_config
+    from tasks.promote import rollback_champion
+
+    settings = load_config(_absolute(args.config))
+    before, after = rollback_champion(settings.tracking_uri, settings.mlflow.registered_model, args.to_version)
+    return {"registered_model": settings.mlflow.registered_model, "champion_before": before, "champion_after": after}
+
+
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    import uvicorn
+
+    from heart_pipeline.api import create_app
+
+    uvicorn.run(create_app(_absolute(args.config)), host=args.host, port=args.port, log_level="info")
+    return {"stopped": True}
+
+
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline import stack
 
@@ -65,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
     validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
     validate.set_defaults(handler=_validate)
+    score = sub.add_parser("score", help="score a CSV of patients (no target) with the champion model")
+    score.add_argument("--data", required=True, help="CSV of patients, the contract's columns minus the target")
+    score.add_argument("--out", help="also write the predictions CSV here")
+    score.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    score.set_defaults(handler=_score)
+    rollback = sub.add_parser("rollback", help="move @champion back to the version it replaced")
+    rollback.add_argument("--to-version", help="a specific version instead of the previous champion")
+    rollback.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    rollback.set_defaults(handler=_rollback)
+    serve = sub.add_parser("serve", help="the prediction API (FastAPI)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    serve.set_defaults(handler=_serve)
     stack = sub.add_parser("stack", help="local Prefect server, MLflow server and worker (make up/down/status)")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--prefect-port", type=int, help="default 4200 (or $PREFECT_PORT)")

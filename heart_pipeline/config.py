@@ -61,8 +61,19 @@ class CrossValidationConfig(_Strict):
     n_repeats: int = Field(3, ge=1)
 
 
-class EvaluationConfig(_Strict):
-    threshold: float = Field(0.5, gt=0, lt=1)
+class ThresholdConfig(_Strict):
+    strategy: Literal["youden", "fixed"] = "youden"
+    value: float = Field(0.5, gt=0, lt=1)
+
+
+class PromotionConfig(_Strict):
+    floors: dict[str, float] = Field(default_factory=lambda: {"test_roc_auc": 0.8, "test_recall": 0.7})
+    metric: str = "test_roc_auc"
+    margin: float = Field(0.01, ge=0, le=1)
+
+
+class ApiConfig(_Strict):
+    reload_interval_seconds: float = Field(10, gt=0)
 
 
 class LogisticRegressionParams(_Strict):
@@ -93,7 +104,7 @@ class MlflowConfig(_Strict):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: Path = Path("mlruns")
     experiment: str = "heart-disease"
-    registered_models: dict[ModelName, str]
+    registered_model: str = Field("heart-disease", min_length=1)
 
 
 class OutputsConfig(_Strict):
@@ -111,12 +122,14 @@ class Settings(_Strict):
     features: FeatureGroups
     split: SplitConfig = SplitConfig()
     cross_validation: CrossValidationConfig = CrossValidationConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
     models: ModelsConfig = ModelsConfig()
     training: TrainingConfig = TrainingConfig()
     mlflow: MlflowConfig
+    promotion: PromotionConfig = PromotionConfig()
     outputs: OutputsConfig = OutputsConfig()
     prefect: PrefectConfig = PrefectConfig()
+    api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
     def _feature_groups_are_disjoint(self) -> Settings:
@@ -126,9 +139,10 @@ class Settings(_Strict):
             raise ValueError(f"features: columns in more than one group: {repeated}")
         if self.data.target in columns:
             raise ValueError(f"features: the target {self.data.target!r} cannot be a feature")
-        missing = [m for m in self.training.models if m not in self.mlflow.registered_models]
-        if missing:
-            raise ValueError(f"mlflow.registered_models: no registered name for {missing}")
+        known = {"test_accuracy", "test_f1", "test_precision", "test_recall", "test_roc_auc"}
+        unknown = sorted(set(self.promotion.floors) - known) + sorted({self.promotion.metric} - known)
+        if unknown:
+            raise ValueError(f"promotion: unknown metrics {unknown}; use {sorted(known)}")
         return self
 
     def resolve(self, path: Path | str) -> Path:

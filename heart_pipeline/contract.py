@@ -64,17 +64,20 @@ class Contract:
                 return rule.why
         return ""
 
-    def without_column(self, dropped: str) -> Contract:
-        """The contract for unlabelled data (batch scoring): no rules on ``dropped``."""
+    def for_scoring(self, target: str) -> Contract:
+        """The contract for unlabelled patients: no target rules, and any number of rows is fine
+        (the minimum row count protects training, not scoring)."""
         expectations = []
         for exp in self.raw["expectations"]:
             kwargs = exp["kwargs"]
-            if kwargs.get("column") == dropped:
+            if kwargs.get("column") == target:
                 continue
+            if exp["type"] == "expect_table_row_count_to_be_between":
+                exp = {**exp, "kwargs": {**kwargs, "min_value": 1}}
             if "column_list" in kwargs:
-                exp = {**exp, "kwargs": {**kwargs, "column_list": [c for c in kwargs["column_list"] if c != dropped]}}
+                exp = {**exp, "kwargs": {**kwargs, "column_list": [c for c in kwargs["column_list"] if c != target]}}
             expectations.append(exp)
-        return contract_from_dict({**self.raw, "name": f"{self.name}_unlabelled", "expectations": expectations})
+        return contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
 
 
 def contract_from_dict(raw: dict[str, Any]) -> Contract:

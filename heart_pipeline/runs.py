@@ -77,6 +77,10 @@ def data_quality_run_name() -> str:
     return run_name("dq")
 
 
+def scoring_run_name() -> str:
+    return run_name("score")
+
+
 def failure_markdown(flow_name: str, run: Any, state: Any) -> str:
     parameters = "\n".join(f"- `{k}` = `{v}`" for k, v in (run.parameters or {}).items()) or "- (defaults)"
     return (

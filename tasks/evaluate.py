@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 from scipy import stats
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
@@ -27,10 +27,8 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
     roc_auc_score,
-    roc_curve,
 )
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
-from sklearn.pipeline import Pipeline
 
 from heart_pipeline.config import Settings
 from tasks.preprocess import PreparedData, read_split
@@ -80,7 +78,7 @@ def corrected_confidence_interval(
 
 
 def cross_validated_metrics(
-    model: Pipeline, x: pd.DataFrame, y: pd.Series, n_splits: int, n_repeats: int, seed: int
+    model: BaseEstimator, x: pd.DataFrame, y: pd.Series, n_splits: int, n_repeats: int, seed: int
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Mean, std and 95% CI of ROC-AUC, accuracy and log loss over repeated stratified folds.
 
@@ -104,12 +102,6 @@ def cross_validated_metrics(
         )
         scores[name] = values.tolist()
     return metrics, scores
-
-
-def youden_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
-    fpr, tpr, thresholds = roc_curve(y_true, proba)
-    best = int(np.argmax(tpr - fpr))
-    return float(min(thresholds[best], 1.0))
 
 
 def save_plots(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: float, out_dir: Path) -> dict[str, str]:
@@ -142,13 +134,13 @@ def evaluate_model(
     train_path: str,
     test_path: str,
     target: str,
-    threshold: float,
     n_splits: int,
     n_repeats: int,
     seed: int,
     out_dir: Path,
 ) -> Evaluation:
     model = load_trained(trained)
+    threshold = trained.threshold
     x_train, y_train = read_split(train_path, target)
     x_test, y_test = read_split(test_path, target)
     proba = model.predict_proba(x_test)[:, 1]
@@ -160,8 +152,7 @@ def evaluate_model(
     plots = save_plots(trained.name, y_test.to_numpy(), proba, threshold, out_dir)
     metrics_csv = out_dir / f"{trained.name}_metrics.csv"
     pd.DataFrame([{"model": trained.name, "threshold": threshold, **metrics}]).to_csv(metrics_csv, index=False)
-    note = f"{threshold:g}, fixed in config (evaluation.threshold); chosen before seeing the test set"
-    return Evaluation(trained.name, metrics, threshold, note, plots, str(metrics_csv), cv_scores)
+    return Evaluation(trained.name, metrics, threshold, trained.threshold_note, plots, str(metrics_csv), cv_scores)
 
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}")
@@ -175,7 +166,6 @@ def evaluate_model_task(
         prepared.train_path,
         prepared.test_path,
         settings.data.target,
-        settings.evaluation.threshold,
         settings.cross_validation.n_splits,
         settings.cross_validation.n_repeats,
         seed,

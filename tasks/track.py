@@ -240,7 +240,10 @@ def _log_model_run(
     for key, value in {
         "algorithm": trained.name,
         "data.fingerprint": dataset.fingerprint,
+        "decision_threshold": f"{evaluation.threshold:.6f}",
         "test_roc_auc": f"{evaluation.metrics['test_roc_auc']:.4f}",
+        "cv_roc_auc_mean": f"{evaluation.metrics['cv_roc_auc_mean']:.4f}",
+        "prefect.flow_run_id": tags.get("prefect.flow_run_id", ""),
     }.items():
         client.set_model_version_tag(registered_model, version, key, value)
     return TrackedModel(
@@ -289,7 +292,7 @@ def log_model_run_task(
         settings.tracking_uri,
         settings.mlflow.experiment,
         settings.resolve(settings.mlflow.artifact_root),
-        settings.mlflow.registered_models[trained.name],
+        settings.mlflow.registered_model,
         tags,
     )
     get_run_logger().info(
@@ -311,16 +314,19 @@ def training_summary_markdown(
         rows.append(
             f"| {t.name} | {m['test_roc_auc']:.3f} | {m['test_accuracy']:.3f} | {m['test_f1']:.3f} | "
             f"{m['test_precision']:.3f} | {m['test_recall']:.3f} | {m['test_log_loss']:.3f} | "
-            f"{m['cv_roc_auc_mean']:.3f} ± {m['cv_roc_auc_std']:.3f} | `{t.registered_model}` v{t.version} | "
-            f"[run]({t.ui_url}) |"
+            f"{m['cv_roc_auc_mean']:.3f} [{m['cv_roc_auc_ci95_low']:.3f}, {m['cv_roc_auc_ci95_high']:.3f}] | "
+            f"{e.threshold:.3f} | `{t.registered_model}` v{t.version} | [run]({t.ui_url}) |"
         )
     return (
         "# heart-training results\n\n"
         f"Data `{report.data_path}`: {report.rows_in} rows in, {report.rows_kept} kept, "
         f"{report.rows_quarantined} quarantined, {report.duplicate_rows} duplicate rows.\n\n"
-        "| model | test ROC-AUC | accuracy | F1 | precision | recall | log loss | CV ROC-AUC | registered | MLflow |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        f"Tracking store: `{tracking_uri}`. For a local store: "
+        "| model | test ROC-AUC | accuracy | F1 | precision | recall | log loss | CV ROC-AUC [95% CI] | threshold "
+        "| registered | MLflow |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + "".join(f"Threshold of {e.name}: {e.threshold_note}.\n\n" for e in evaluations)
+        + f"Tracking store: `{tracking_uri}`. For a local store: "
         "`mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`, then open the links.\n"
     )
 

@@ -496,7 +496,12 @@ def enforce_gate(report: ValidationReport) -> ValidationReport:
     persist_result=True,
 )
 def validate_dataset_task(
-    data_path: Path, contract: Contract, settings: Settings, out_dir: Path, stop_on_failure: bool = True
+    data_path: Path,
+    contract: Contract,
+    settings: Settings,
+    out_dir: Path,
+    stop_on_failure: bool = True,
+    max_invalid_fraction: float | None = None,
 ) -> ValidationReport:
     """Run the gate and publish its table and summary as Prefect artifacts.
 
@@ -512,7 +517,7 @@ def validate_dataset_task(
         settings.data.na_values,
         settings.data.max_file_mb,
         settings.validation.on_warning,
-        settings.validation.max_invalid_fraction,
+        settings.validation.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction,
         out_dir,
     )
     create_table_artifact(

@@ -1,0 +1,56 @@
+"""heart-batch-scoring: load -> validate (contract minus target rules) -> score with @champion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, tags
+
+from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
+from heart_pipeline.runtime import flow_run_id
+from tasks.load import load_dataset_task
+from tasks.score import score_patients_task
+from tasks.validate import validate_dataset_task
+
+
+@flow(
+    name="heart-batch-scoring",
+    flow_run_name=scoring_run_name,
+    on_failure=[publish_failure_report],
+    on_crashed=[publish_failure_report],
+)
+def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
+    """Score a CSV of patients (no target column) with models:/heart-disease@champion.
+
+    Invalid rows are quarantined, not scored; predictions.csv goes to the run folder (and to
+    ``out_path`` if given).
+    """
+    settings, contract = load_settings_and_contract(config_path)
+    scoring_contract = contract.for_scoring(settings.data.target)
+    data = settings.resolve(data_path)
+    run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
+
+    dataset = load_dataset_task(data, settings)
+    with tags(f"data:{dataset.fingerprint[:8]}"):
+        # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
+        report = validate_dataset_task(
+            data, scoring_contract, settings, run_dir / "validation", max_invalid_fraction=1.0
+        )
+        scored = score_patients_task(
+            report.validated_file,
+            scoring_contract.columns,
+            settings,
+            run_dir / "scoring",
+            settings.resolve(out_path) if out_path else None,
+        )
+    return {
+        "run_dir": str(run_dir),
+        "predictions_path": scored.predictions_path,
+        "copied_to": scored.copied_to,
+        "rows_in": report.rows_in,
+        "rows_scored": scored.rows_scored,
+        "rows_quarantined": report.rows_quarantined,
+        "quarantine_path": report.quarantine_path,
+        "model_version": scored.model_version,
+    }
