@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test lint format clean up down status
+.PHONY: install run test lint format clean up down status serve
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ down:  ## stop exactly the processes `make up` started
 
 status: install
 	$(BIN)/heart-pipeline stack status
+
+serve: install  ## the prediction API on 127.0.0.1:8000 (needs a champion: `make run` first)
+	$(BIN)/heart-pipeline serve
 
 lint: install
 	$(BIN)/ruff check .

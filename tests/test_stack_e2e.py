@@ -30,10 +30,11 @@ def free_port() -> int:
 def test_prefect_yaml_deploys_both_flows_to_the_configured_pool() -> None:
     spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert {"heart-training", "heart-data-quality"} <= set(deployments)
+    assert {"heart-training", "heart-data-quality", "heart-batch-scoring"} <= set(deployments)
+    assert deployments["heart-training"]["schedules"][0]["cron"]
+    assert deployments["heart-data-quality"]["schedules"][0]["cron"]
     for deployment in deployments.values():
         assert deployment["work_pool"]["name"] == load_config().prefect.work_pool
-        assert deployment["schedules"][0]["cron"]
         (step,) = deployment["pull"]
         assert "prefect.deployments.steps.set_working_directory" in step
 
@@ -110,7 +111,8 @@ def test_deployment_run_end_to_end(live_stack: dict, clean_csv: Path, tmp_path_f
         assert any(p.endswith("_roc_curve.png") for p in plots)
         assert any(p.endswith("_confusion_matrix.png") for p in plots)
     versions = client.search_model_versions()
-    assert {v.name for v in versions} == set(load_config().mlflow.registered_models.values())
+    assert {v.name for v in versions} == {load_config().mlflow.registered_model}
+    assert client.get_model_version_by_alias("heart-disease", "champion")
 
     # 3. The same data again: validate and preprocess are served from cache, visibly.
     code, second_id, output = deployment_run(

@@ -44,9 +44,14 @@ def test_train_and_evaluate_write_model_metrics_and_plots(tmp_path: Path, split_
         "target",
         tmp_path / "models",
         seed=3,
+        threshold_strategy="youden",
+        n_splits=3,
     )
     assert trained.params["random_state"] == 3
-    evaluation = evaluate_model(trained, train_path, test_path, "target", 0.5, 3, 2, 42, tmp_path / "eval")
+    assert 0 < trained.threshold < 1
+    assert "out-of-fold" in trained.threshold_note and "test set was not used" in trained.threshold_note
+    evaluation = evaluate_model(trained, train_path, test_path, "target", 3, 2, 42, tmp_path / "eval")
+    assert evaluation.threshold == trained.threshold
     m = evaluation.metrics
     for key in (
         "test_accuracy",
@@ -84,3 +89,25 @@ def test_corrected_interval_is_wider_than_naive() -> None:
     low, high = corrected_confidence_interval(scores, 200, 50, 5)
     naive_half = 2.776 * scores.std(ddof=1) / np.sqrt(5)
     assert (high - low) / 2 > naive_half
+
+
+def test_fixed_threshold_labels_like_predict(split_files: tuple[str, str], tmp_path: Path) -> None:
+    from tasks.train import load_trained
+
+    train_path, test_path = split_files
+    params = hyperparameters("logistic_regression", SETTINGS.models)
+    trained = train_model(
+        "logistic_regression",
+        params,
+        SETTINGS.features,
+        train_path,
+        "target",
+        tmp_path,
+        seed=1,
+        threshold_strategy="fixed",
+        threshold_value=0.3,
+    )
+    model = load_trained(trained)
+    x_test = pd.read_csv(test_path).drop(columns="target")
+    proba = model.predict_proba(x_test)[:, 1]
+    np.testing.assert_array_equal(model.predict(x_test), (proba >= 0.3).astype(int))

@@ -78,20 +78,20 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
         docs = {a.path for a in client.list_artifacts(run.info.run_id, "data_quality/data_docs")}
         assert "data_quality/data_docs/index.html" in docs
         assert run.inputs.dataset_inputs, "the training data is logged as an MLflow input"
-    for algorithm, name in (
-        ("logistic_regression", "heart-disease-logistic-regression"),
-        ("random_forest", "heart-disease-random-forest"),
-    ):
-        versions = client.search_model_versions(f"name='{name}'")
-        assert len(versions) == 1
-        assert versions[0].tags["algorithm"] == algorithm
+    versions = client.search_model_versions("name='heart-disease'")
+    assert sorted(v.tags["algorithm"] for v in versions) == ["logistic_regression", "random_forest"]
+    champion = client.get_model_version_by_alias("heart-disease", "champion")
+    assert champion.tags["promotion.decision"] == "promoted"
+    assert 0 < float(champion.tags["decision_threshold"]) < 1
 
 
 def test_registered_model_scores_raw_rows(trained: dict, bundled_csv: Path) -> None:
     import pandas as pd
 
-    mlflow.set_tracking_uri(f"sqlite:///{trained['directory'] / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/heart-disease-random-forest/1")
+    from tasks.track import tracking_store
+
+    with tracking_store(f"sqlite:///{trained['directory'] / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model("models:/heart-disease@champion")
     rows = pd.read_csv(bundled_csv).dropna().drop(columns="target").head(5)
     predictions = model.predict(rows.astype("float64"))
     assert set(predictions.tolist()) <= {0, 1}
@@ -117,6 +117,6 @@ def test_two_concurrent_runs_keep_separate_complete_outputs(
         for relative in EXPECTED_OUTPUTS:
             assert (run_dir / relative).exists(), f"{run_dir.name}/{relative}"
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    versions = client.search_model_versions("name='heart-disease-random-forest'")
-    assert sorted(int(v.version) for v in versions) == [1, 2]
-    assert len({v.run_id for v in versions}) == 2
+    versions = client.search_model_versions("name='heart-disease'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+    assert len({v.run_id for v in versions}) == 4

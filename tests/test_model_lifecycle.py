@@ -1,0 +1,384 @@
+"""Promotion gate, rollback, batch scoring and the API against a real MLflow store.
+
+The candidates are built by calling the steps' plain functions directly (no Prefect needed),
+which is also the proof that the steps are usable outside the flows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+
+from heart_pipeline.config import Settings, load_settings_and_contract
+from heart_pipeline.errors import PipelineError
+from tasks.evaluate import evaluate_model
+from tasks.load import load_dataset
+from tasks.preprocess import preprocess_dataset
+from tasks.promote import CHAMPION, gate, promote_best_model, rollback_champion
+from tasks.track import log_model_run
+from tasks.train import hyperparameters, train_model
+from tasks.validate import validate_dataset
+from tests.conftest import BIN, cli_env, write_test_config
+
+
+def build_candidates(settings: Settings, data: Path, out: Path, tag: str) -> tuple[list, list, Any]:
+    _, contract = load_settings_and_contract()
+    dataset = load_dataset(data, ["?"], 50, data)
+    report = validate_dataset(data, contract, ["?"], 50, "quarantine", 0.2, out / "validation")
+    prepared = preprocess_dataset(report.validated_file, "target", settings.features, 0.2, 42, out / "data")
+    tracked, evaluations = [], []
+    for name in settings.training.models:
+        trained = train_model(
+            name,
+            hyperparameters(name, settings.models),
+            settings.features,
+            prepared.train_path,
+            "target",
+            out / "models",
+            42,
+            settings.threshold.strategy,
+            settings.threshold.value,
+            5,
+        )
+        evaluation = evaluate_model(trained, prepared.train_path, prepared.test_path, "target", 5, 1, 42, out / "ev")
+        tracked.append(
+            log_model_run(
+                trained,
+                evaluation,
+                dataset,
+                report,
+                prepared,
+                "target",
+                settings.tracking_uri,
+                "heart-disease",
+                settings.resolve(settings.mlflow.artifact_root),
+                settings.mlflow.registered_model,
+                {"prefect.flow_run_id": tag},
+            )
+        )
+        evaluations.append(evaluation)
+    return tracked, evaluations, prepared
+
+
+def with_changes(settings: Settings, **sections: dict) -> Settings:
+    return settings.model_copy(update={k: getattr(settings, k).model_copy(update=v) for k, v in sections.items()})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
+    """A store with a good champion, plus a crippled (near-random) pair of candidates registered."""
+    directory = tmp_path_factory.mktemp("lifecycle")
+    config = write_test_config(directory)
+    settings, _ = load_settings_and_contract(config)
+    good = build_candidates(settings, clean_csv, directory / "good", "good")
+    first = promote_best_model(*good, settings)
+    crippled_settings = settings.model_copy(
+        update={
+            "models": settings.models.model_copy(
+                update={
+                    "logistic_regression": settings.models.logistic_regression.model_copy(update={"C": 1e-4}),
+                    "random_forest": settings.models.random_forest.model_copy(
+                        update={"n_estimators": 1, "max_depth": 1}
+                    ),
+                }
+            )
+        }
+    )
+    bad = build_candidates(crippled_settings, clean_csv, directory / "bad", "bad")
+    return {
+        "config": config,
+        "settings": settings,
+        "good": good,
+        "bad": bad,
+        "first": first,
+        "client": mlflow.MlflowClient(settings.tracking_uri),
+        "directory": directory,
+    }
+
+
+def champion_of(store: dict) -> str:
+    return str(store["client"].get_model_version_by_alias("heart-disease", CHAMPION).version)
+
+
+def test_gate_logic() -> None:
+    floors = {"test_roc_auc": 0.8, "test_recall": 0.7}
+    good = {"test_roc_auc": 0.9, "test_recall": 0.8}
+    assert gate(good, None, floors, "test_roc_auc", 0.01)[0]
+    assert gate(good, {"test_roc_auc": 0.905, "test_recall": 0.9}, floors, "test_roc_auc", 0.01)[0]
+    assert not gate(good, {"test_roc_auc": 0.95, "test_recall": 0.9}, floors, "test_roc_auc", 0.01)[0]
+    assert not gate({"test_roc_auc": 0.99, "test_recall": 0.6}, None, floors, "test_roc_auc", 0.01)[0]
+
+
+def test_first_model_is_promoted_when_it_passes_the_floors(store: dict) -> None:
+    decision = store["first"]
+    assert decision.promoted and decision.champion_version_before is None
+    assert decision.challenger == max(store["good"][1], key=lambda e: e.metrics["cv_roc_auc_mean"]).name
+    version = store["client"].get_model_version("heart-disease", decision.challenger_version)
+    assert version.tags["promotion.decision"] == "promoted"
+    assert decision.comparison is not None and 0 <= decision.comparison.p_value <= 1
+
+
+def test_gate_refuses_a_worse_model_and_keeps_the_champion(store: dict) -> None:
+    champion = champion_of(store)
+    # Floors off, so only the comparison with today's champion can refuse it.
+    settings = with_changes(store["settings"], promotion={"floors": {}})
+    decision = promote_best_model(*store["bad"], settings)
+    assert not decision.promoted
+    assert champion_of(store) == champion
+    assert any("worse than margin" in r for r in decision.reasons)
+    tags = store["client"].get_model_version("heart-disease", decision.challenger_version).tags
+    assert tags["promotion.decision"] == "rejected"
+    assert json.loads(tags["promotion.champion_metrics_today"])["test_roc_auc"] > 0.8
+
+
+def test_gate_refuses_a_model_below_a_floor(store: dict) -> None:
+    champion = champion_of(store)
+    settings = with_changes(store["settings"], promotion={"floors": {"test_roc_auc": 0.999}})
+    decision = promote_best_model(*store["good"], settings)
+    assert not decision.promoted
+    assert any("< floor 0.999" in r for r in decision.reasons)
+    assert champion_of(store) == champion
+
+
+def test_gate_promotes_a_better_model_then_rollback_restores(store: dict) -> None:
+    client = store["client"]
+    bad_version = store["bad"][0][0].version
+    client.set_registered_model_alias("heart-disease", CHAMPION, bad_version)  # a weak model serves today
+    decision = promote_best_model(*store["good"], store["settings"])
+    assert decision.promoted and decision.champion_version_before == bad_version
+    assert champion_of(store) == decision.challenger_version
+    assert (
+        client.get_model_version("heart-disease", decision.challenger_version).tags["promotion.previous_champion"]
+        == bad_version
+    )
+
+    before, after = rollback_champion(store["settings"].tracking_uri, "heart-disease")
+    assert (before, after) == (decision.challenger_version, bad_version)
+    assert champion_of(store) == bad_version
+    with pytest.raises(PipelineError, match="no previous champion"):
+        rollback_champion(store["settings"].tracking_uri, "heart-disease")
+    rollback_champion(store["settings"].tracking_uri, "heart-disease", to_version=decision.challenger_version)
+    assert champion_of(store) == decision.challenger_version
+
+
+def test_rollback_cli(store: dict, prefect_server: str, session_dir: Path) -> None:
+    env = cli_env(prefect_server, session_dir / "prefect-home")
+    current = champion_of(store)
+    target = store["good"][0][1].version if store["good"][0][1].version != current else store["good"][0][0].version
+    result = subprocess.run(
+        [str(BIN / "heart-pipeline"), "rollback", "--to-version", target, "--config", str(store["config"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert json.loads(result.stdout)["champion_after"] == target
+    assert champion_of(store) == target
+    bad = subprocess.run(
+        [str(BIN / "heart-pipeline"), "rollback", "--to-version", "999", "--config", str(store["config"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "heart-pipeline: error: heart-disease: version 999 does not exist"
+    rollback_champion(store["settings"].tracking_uri, "heart-disease", to_version=current)
+
+
+@pytest.fixture(scope="module")
+def patients(store: dict, clean_frame: pd.DataFrame) -> Path:
+    frame = clean_frame.drop(columns="target").head(40).copy()
+    frame.loc[5, "age"] = 500  # out of range
+    frame.loc[9, "ca"] = 7  # unknown code
+    path = store["directory"] / "patients.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scored(store: dict, patients: Path, prefect_server: str) -> dict:
+    from flows.batch_scoring import heart_batch_scoring
+
+    state = heart_batch_scoring(
+        data_path=str(patients),
+        out_path=str(store["directory"] / "out" / "pred.csv"),
+        config_path=str(store["config"]),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+def test_batch_scoring_scores_valid_rows_and_quarantines_the_rest(scored: dict, store: dict) -> None:
+    predictions = pd.read_csv(scored["predictions_path"])
+    assert (scored["rows_in"], scored["rows_scored"], scored["rows_quarantined"]) == (40, 38, 2)
+    assert len(predictions) == 38
+    assert {"probability", "label", "model_version"} <= set(predictions.columns)
+    assert predictions["model_version"].astype(str).unique().tolist() == [champion_of(store)]
+    assert predictions["probability"].between(0, 1).all()
+    quarantine = pd.read_csv(scored["quarantine_path"])
+    assert sorted(quarantine["column"]) == ["age", "ca"]
+    assert pd.read_csv(scored["copied_to"]).equals(predictions)
+
+
+def test_batch_scoring_without_a_champion_fails_clearly(tmp_path: Path, patients: Path, prefect_server: str) -> None:
+    from flows.batch_scoring import heart_batch_scoring
+
+    config = write_test_config(tmp_path)
+    state = heart_batch_scoring(data_path=str(patients), config_path=str(config), return_state=True)
+    assert state.is_failed()
+    assert "run `heart-pipeline train` first" in state.message
+
+
+@pytest.fixture(scope="module")
+def api(store: dict):
+    from fastapi.testclient import TestClient
+
+    from heart_pipeline.api import create_app
+
+    with TestClient(create_app(str(store["config"])), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_api_matches_batch_scoring(api, scored: dict) -> None:
+    predictions = pd.read_csv(scored["predictions_path"])
+    features = predictions.drop(columns=["probability", "label", "model_version"])
+    records = json.loads(features.to_json(orient="records"))
+    response = api.post("/predict", json=records)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == str(predictions["model_version"].iloc[0])
+    got = [p["probability"] for p in body["predictions"]]
+    assert got == pytest.approx(predictions["probability"].tolist(), abs=1e-12)
+    assert [p["label"] for p in body["predictions"]] == predictions["label"].tolist()
+    single = api.post("/predict", json=records[0]).json()
+    assert single["predictions"][0]["probability"] == pytest.approx(got[0], abs=1e-12)
+
+
+def test_api_health_reports_the_champion(api, store: dict) -> None:
+    response = api.get("/health")
+    assert response.status_code == 200
+    assert response.json()["champion_version"] == champion_of(store)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "error"),
+    [
+        ({"age": 500}, "age", "less_than_equal"),
+        ({"chol": -1}, "chol", "greater_than_equal"),
+        ({"cp": 9}, "cp", "literal_error"),
+        ({"thal": "normal"}, "thal", "literal_error"),
+        ({"age": None}, "age", "float_type"),
+        ({"extra_field": 1}, "extra_field", "extra_forbidden"),
+    ],
+)
+def test_api_rejects_bad_fields_with_422(api, clean_frame: pd.DataFrame, change: dict, field: str, error: str) -> None:
+    record = json.loads(clean_frame.drop(columns="target").head(1).to_json(orient="records"))[0]
+    response = api.post("/predict", json={**record, **change})
+    assert response.status_code == 422
+    errors = [e for e in response.json()["detail"] if e["loc"][-1] == field and "Patient" in e["loc"]]
+    assert errors and errors[0]["type"] == error
+
+
+def test_api_missing_field_is_422(api, clean_frame: pd.DataFrame) -> None:
+    record = json.loads(clean_frame.drop(columns="target").head(1).to_json(orient="records"))[0]
+    del record["chol"]
+    response = api.post("/predict", json=[record])
+    assert response.status_code == 422
+    assert any(e["type"] == "missing" and e["loc"][-1] == "chol" for e in response.json()["detail"])
+
+
+def test_api_preprocess_and_data(api, clean_frame: pd.DataFrame) -> None:
+    record = json.loads(clean_frame.drop(columns="target").head(1).to_json(orient="records"))[0]
+    response = api.post("/preprocess", json=record)
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["rows"][0]) == len(body["columns"]) > 13
+    data = api.get("/data", params={"limit": 3})
+    assert data.status_code == 200 and len(data.json()["rows"]) == 3
+
+
+def test_api_ingest_runs_the_data_quality_flow(api, clean_csv: Path, prefect_server: str) -> None:
+    ok = api.post("/ingest", content=clean_csv.read_bytes(), headers={"content-type": "text/csv"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["passed"] and ok.json()["decision"] == "passed"
+    checks = api.get("/quality-checks")
+    assert checks.status_code == 200 and checks.json()["rows_in"] == ok.json()["rows_in"]
+    bad = api.post("/ingest", content=b"age,sex\n1,0\n", headers={"content-type": "text/csv"})
+    assert bad.status_code == 422
+    assert "columns do not match the contract" in bad.json()["detail"]["reason"]
+
+
+# --- Fuzzing the API: property-based, driven by the same contract that builds the schema. ---
+
+from hypothesis import HealthCheck, given, settings as hypothesis_settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_, CONTRACT = load_settings_and_contract()
+FEATURES = [c for c in CONTRACT.columns if c != "target"]
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.text(max_size=8),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+ANY_JSON = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _field(column: str) -> st.SearchStrategy:
+    values = CONTRACT.value_set(column)
+    if values is not None:
+        return st.sampled_from(values)
+    low, high = CONTRACT.bounds(column)
+    return st.floats(min_value=low, max_value=high, allow_nan=False)
+
+
+VALID_RECORD = st.fixed_dictionaries({c: _field(c) for c in FEATURES})
+
+
+@st.composite
+def perturbed_record(draw: st.DrawFn) -> dict:
+    record = dict(draw(VALID_RECORD))
+    for _ in range(draw(st.integers(0, 3))):
+        column = draw(st.sampled_from([*FEATURES, "unexpected"]))
+        action = draw(st.sampled_from(["replace", "delete"]))
+        if action == "delete":
+            record.pop(column, None)
+        else:
+            record[column] = draw(ANY_JSON)
+    return record
+
+
+BODIES = st.one_of(VALID_RECORD, perturbed_record(), st.lists(perturbed_record(), max_size=3), ANY_JSON)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=BODIES, endpoint=st.sampled_from(["/predict", "/preprocess"]))
+def test_fuzzed_payloads_never_cause_a_server_error(api, body: object, endpoint: str) -> None:
+    response = api.post(
+        endpoint, content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (200, 422), (response.status_code, response.text[:300])
+    if response.status_code == 200 and endpoint == "/predict":
+        assert all(0 <= p["probability"] <= 1 for p in response.json()["predictions"])
+
+
+def test_openapi_schema_carries_the_contract_bounds(api) -> None:
+    schema = api.get("/openapi.json").json()["components"]["schemas"]["Patient"]
+    assert schema["properties"]["age"]["maximum"] == 120
+    assert schema["properties"]["chol"]["minimum"] == 100
+    assert schema["properties"]["cp"]["enum"] == [0, 1, 2, 3]
+    assert set(schema["required"]) == set(FEATURES)
