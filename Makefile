@@ -25,6 +25,8 @@ run: install
 	$(BIN)/heart-pipeline train
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 up: install  ## Prefect server :4200, MLflow server :5000, work pool, deployments, worker

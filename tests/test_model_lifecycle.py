@@ -14,6 +14,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from heart_pipeline.config import Settings, load_settings_and_contract
 from heart_pipeline.errors import PipelineError
@@ -319,8 +322,6 @@ def test_api_ingest_runs_the_data_quality_flow(api, clean_csv: Path, prefect_ser
 
 # --- Fuzzing the API: property-based, driven by the same contract that builds the schema. ---
 
-from hypothesis import HealthCheck, given, settings as hypothesis_settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _, CONTRACT = load_settings_and_contract()
 FEATURES = [c for c in CONTRACT.columns if c != "target"]
