@@ -23,6 +23,11 @@ def _absolute(path: str | None) -> str | None:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from flows.training import heart_training
 
+    if args.dask is not None:
+        from flows.training_dask import dask_task_runner
+
+        address = None if args.dask == "local" else args.dask
+        heart_training = heart_training.with_options(task_runner=dask_task_runner(address))
     return heart_training(
         data_path=_absolute(args.data), config_path=_absolute(args.config), models=args.models, seed=args.seed
     )
@@ -60,6 +65,16 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
     return {"stopped": True}
 
 
+def _contract(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_settings_and_contract
+
+    _, contract = load_settings_and_contract(_absolute(args.config))
+    for rule in contract.rules:
+        bounds = {k: v for k, v in rule.kwargs.items() if k not in ("column", "column_list")}
+        print(f"{rule.severity:8} {rule.name:58} {bounds}\n{'':9}{rule.why}")
+    return {"contract": contract.name, "columns": contract.columns, "rules": len(contract.rules)}
+
+
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline import stack
 
@@ -86,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="config YAML (default: config/config.yaml)")
     train.add_argument("--models", nargs="+", choices=["logistic_regression", "random_forest"])
     train.add_argument("--seed", type=int, help="split and CV seed (default: split.seed in the config)")
+    train.add_argument(
+        "--dask",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the tasks on Dask: a scheduler address, or a local cluster if none is given",
+    )
     train.set_defaults(handler=_train)
     validate = sub.add_parser("validate", help="check a CSV against the data contract without training")
     validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
@@ -105,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--config", help="config YAML (default: config/config.yaml)")
     serve.set_defaults(handler=_serve)
+    contract = sub.add_parser("contract", help="print every data-contract rule with its severity and reason")
+    contract.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    contract.set_defaults(handler=_contract)
     stack = sub.add_parser("stack", help="local Prefect server, MLflow server and worker (make up/down/status)")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--prefect-port", type=int, help="default 4200 (or $PREFECT_PORT)")

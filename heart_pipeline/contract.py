@@ -32,7 +32,7 @@ class Rule:
     @property
     def name(self) -> str:
         """A short, stable identifier such as ``expect_column_values_to_be_between(chol)``."""
-        target = self.column or ("table" if "column_list" not in self.kwargs else "row")
+        target = self.column or ("rows" if self.type == "expect_compound_columns_to_be_unique" else "table")
         return f"{self.type}({target})"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -210,31 +209,29 @@ def _log_model_run(
             "metrics/cv_scores.json",
         )
         log_data_quality(report)
-        training_rows = x_train.assign(**{target: y_train})
-        with warnings.catch_warnings():
-            # MLflow hints that integer columns cannot hold NaN. Our model signature already declares
-            # doubles; the hint fires on the dataset's schema and the label output, which never hold NaN.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-            mlflow.log_input(
-                mlflow.data.from_pandas(
-                    training_rows,
-                    source=local_dataset_source(dataset.path),
-                    targets=target,
-                    name=f"heart-train-{dataset.fingerprint[:8]}",
-                ),
-                context="training",
-            )
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=model_signature(list(x_train.columns)),
-                input_example=x_example,
-                registered_model_name=registered_model,
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-                skops_trusted_types=skops_trusted_types(model),
-                pip_requirements=pinned_requirements(),
-                await_registration_for=60,
-            )
+        # Doubles, as in the model signature: integer columns would make MLflow warn that they cannot
+        # hold missing values (true of the features at scoring time, which is why the signature uses doubles).
+        training_rows = x_train.astype("float64").assign(**{target: y_train.astype("float64")})
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                training_rows,
+                source=local_dataset_source(dataset.path),
+                targets=target,
+                name=f"heart-train-{dataset.fingerprint[:8]}",
+            ),
+            context="training",
+        )
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=model_signature(list(x_train.columns)),
+            input_example=x_example,
+            registered_model_name=registered_model,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=skops_trusted_types(model),
+            pip_requirements=pinned_requirements(),
+            await_registration_for=60,
+        )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient(tracking_uri)
     for key, value in {

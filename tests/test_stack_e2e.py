@@ -30,7 +30,7 @@ def free_port() -> int:
 def test_prefect_yaml_deploys_both_flows_to_the_configured_pool() -> None:
     spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert {"heart-training", "heart-data-quality", "heart-batch-scoring"} <= set(deployments)
+    assert {"heart-training", "heart-training-dask", "heart-data-quality", "heart-batch-scoring"} <= set(deployments)
     assert deployments["heart-training"]["schedules"][0]["cron"]
     assert deployments["heart-data-quality"]["schedules"][0]["cron"]
     for deployment in deployments.values():

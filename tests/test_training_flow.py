@@ -120,3 +120,14 @@ def test_two_concurrent_runs_keep_separate_complete_outputs(
     versions = client.search_model_versions("name='heart-disease'")
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
     assert len({v.run_id for v in versions}) == 4
+
+
+def test_training_runs_on_a_local_dask_cluster(prefect_server: str, tmp_path: Path, clean_csv: Path) -> None:
+    """The tasks and their results survive pickling to Dask worker processes."""
+    from flows.training_dask import heart_training_dask
+
+    config = write_test_config(tmp_path)
+    state = heart_training_dask(data_path=str(clean_csv), config_path=str(config), return_state=True)
+    assert state.is_completed(), state.message
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.search_model_versions("name='heart-disease'")) == 2
