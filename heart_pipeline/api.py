@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from heart_pipeline.config import Settings, load_settings_and_contract
 from heart_pipeline.contract import Contract
 from heart_pipeline.errors import PipelineError
+from tasks.score import predict_with_threshold
 
 
 def patient_model(contract: Contract, target: str) -> type[BaseModel]:
@@ -139,13 +140,11 @@ def create_app(config_path: str | None = None) -> FastAPI:
         if not records:
             raise HTTPException(status_code=422, detail="send at least one patient record")
         model, version = champion.get()
-        frame = _frame(records, feature_columns)
-        probabilities = model.predict_proba(frame)[:, 1]
-        labels = model.predict(frame)
+        probabilities, labels = predict_with_threshold(model, _frame(records, feature_columns))
         return PredictionResponse(
             registered_model=settings.mlflow.registered_model,
             model_version=version,
-            threshold=float(getattr(model, "threshold", 0.5)),
+            threshold=float(model.threshold),
             predictions=[
                 Prediction(probability=float(p), label=int(lbl)) for p, lbl in zip(probabilities, labels, strict=True)
             ],

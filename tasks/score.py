@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
 
@@ -44,14 +45,20 @@ def load_model_version(tracking_uri: str, name: str, version: str) -> Any:
         return mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 
+def predict_with_threshold(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels from one pass through the pipeline.
+
+    ``FixedThresholdClassifier.predict`` would run the preprocessor a second time; the label
+    rule is the same (probability >= the model's threshold).
+    """
+    probability = model.predict_proba(features)[:, 1]
+    return probability, (probability >= model.threshold).astype(int)
+
+
 def score_rows(model: Any, patients: pd.DataFrame, feature_columns: list[str], version: str) -> pd.DataFrame:
     """The input columns plus the probability of disease, the label at the model's threshold, and the version."""
-    features = patients[feature_columns].astype("float64")
-    return patients.assign(
-        probability=model.predict_proba(features)[:, 1],
-        label=model.predict(features).astype(int),
-        model_version=version,
-    )
+    probability, label = predict_with_threshold(model, patients[feature_columns].astype("float64"))
+    return patients.assign(probability=probability, label=label, model_version=version)
 
 
 def score_file(
