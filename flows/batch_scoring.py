@@ -8,7 +8,7 @@ from prefect import flow, tags
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
-from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.runtime import flow_run_id, run_cached
 from tasks.load import load_dataset_task
 from tasks.score import score_patients_task
 from tasks.validate import validate_dataset_task
@@ -34,8 +34,8 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     dataset = load_dataset_task(data, settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
-        report = validate_dataset_task(
-            data, scoring_contract, settings, run_dir / "validation", max_invalid_fraction=1.0
+        report = run_cached(
+            validate_dataset_task, data, scoring_contract, settings, run_dir / "validation", max_invalid_fraction=1.0
         )
         scored = score_patients_task(
             report.validated_file,

@@ -8,7 +8,7 @@ from prefect import flow, tags
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.runs import create_run_folder, data_quality_run_name, publish_failure_report
-from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.runtime import flow_run_id, run_cached
 from tasks.load import load_dataset_task
 from tasks.track import log_validation_run_task
 from tasks.validate import enforce_gate_task, validate_dataset_task
@@ -28,7 +28,9 @@ def heart_data_quality(data_path: str | None = None, config_path: str | None = N
 
     dataset = load_dataset_task(data, settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
-        report = validate_dataset_task(data, contract, settings, run_dir / "validation", stop_on_failure=False)
+        report = run_cached(
+            validate_dataset_task, data, contract, settings, run_dir / "validation", stop_on_failure=False
+        )
         mlflow_url = log_validation_run_task(report, dataset, settings, {"prefect.flow_run_id": flow_run_id()})
         enforce_gate_task(report)
     return {

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import ModelName, load_settings_and_contract
 from heart_pipeline.runs import create_run_folder, publish_failure_report, training_run_name
-from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.runtime import flow_run_id, run_cached
 from tasks.evaluate import evaluate_model_task
 from tasks.load import load_dataset_task
 from tasks.preprocess import collect_step_outputs_task, preprocess_dataset_task
@@ -43,8 +43,8 @@ def heart_training(
 
     dataset = load_dataset_task(data, settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
-        report = validate_dataset_task(data, contract, settings, run_dir / "validation")
-        prepared = preprocess_dataset_task(report.validated_file, settings, seed, run_dir / "data")
+        report = run_cached(validate_dataset_task, data, contract, settings, run_dir / "validation")
+        prepared = run_cached(preprocess_dataset_task, report.validated_file, settings, seed, run_dir / "data")
         collect_step_outputs_task(report, prepared, run_dir)
         trained = [
             train_model_task.with_options(

@@ -40,6 +40,9 @@ class PreparedData:
     n_test: int
     n_features_out: int
 
+    def outputs_missing(self) -> bool:
+        return any(not Path(p).exists() for p in (self.train_path, self.test_path, self.processed_path))
+
 
 def drop_exact_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep the first copy of each row; return (deduplicated, removed copies)."""

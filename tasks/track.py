@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import task
 
@@ -18,6 +20,9 @@ from tasks.load import DatasetSummary
 from tasks.preprocess import PreparedData, read_split
 from tasks.train import TrainedModel, load_trained
 from tasks.validate import ValidationReport
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,18 @@ def tracking_store(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def uses_tracking_store(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` inside ``tracking_store`` of its ``tracking_uri`` argument."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with tracking_store(signature.bind(*args, **kwargs).arguments["tracking_uri"]):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:
@@ -124,37 +141,8 @@ def local_dataset_source(path: str) -> Any:
     return source_class(Path(path).resolve().as_uri())
 
 
+@uses_tracking_store
 def log_model_run(
-    trained: TrainedModel,
-    evaluation: Evaluation,
-    dataset: DatasetSummary,
-    report: ValidationReport,
-    prepared: PreparedData,
-    target: str,
-    tracking_uri: str,
-    experiment: str,
-    artifact_root: Path,
-    registered_model: str,
-    tags: dict[str, str],
-) -> TrackedModel:
-
-    with tracking_store(tracking_uri):
-        return _log_model_run(
-            trained,
-            evaluation,
-            dataset,
-            report,
-            prepared,
-            target,
-            tracking_uri,
-            experiment,
-            artifact_root,
-            registered_model,
-            tags,
-        )
-
-
-def _log_model_run(
     trained: TrainedModel,
     evaluation: Evaluation,
     dataset: DatasetSummary,
@@ -328,6 +316,7 @@ def training_summary_markdown(
     )
 
 
+@uses_tracking_store
 def log_validation_run(
     report: ValidationReport,
     dataset: DatasetSummary,
@@ -338,17 +327,9 @@ def log_validation_run(
 ) -> str:
     """One MLflow run for a data-quality check (pass or fail); returns its UI URL."""
 
-    with tracking_store(tracking_uri):
-        experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
-        run_id = _log_validation_run(report, dataset, experiment_id, tags)
-    return run_ui_url(tracking_uri, experiment_id, run_id)
-
-
-def _log_validation_run(
-    report: ValidationReport, dataset: DatasetSummary, experiment_id: str, tags: dict[str, str]
-) -> str:
     import mlflow
 
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_root)
     run_tags = {
         **tags,
         "data.fingerprint": dataset.fingerprint,
@@ -370,7 +351,7 @@ def _log_validation_run(
             }
         )
         log_data_quality(report)
-    return str(run.info.run_id)
+    return run_ui_url(tracking_uri, experiment_id, run.info.run_id)
 
 
 @task(name="track-data-quality", retries=2, retry_delay_seconds=5)

@@ -69,6 +69,10 @@ class ValidationReport:
             raise DataError(self.failure_message())
         return Path(self.validated_path)
 
+    def outputs_missing(self) -> bool:
+        files = [self.validated_path, self.report_path]
+        return any(path is not None and not Path(path).exists() for path in files)
+
     @property
     def passed(self) -> bool:
         return self.decision != "failed"

@@ -131,3 +131,22 @@ def test_training_runs_on_a_local_dask_cluster(prefect_server: str, tmp_path: Pa
     assert state.is_completed(), state.message
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert len(client.search_model_versions("name='heart-disease'")) == 2
+
+
+def test_a_cleaned_runs_folder_does_not_break_cached_steps(
+    prefect_server: str, tmp_path: Path, clean_csv: Path
+) -> None:
+    import shutil
+
+    from flows.training import heart_training
+
+    config = write_test_config(tmp_path)
+    first = heart_training(data_path=str(clean_csv), config_path=str(config), models=["logistic_regression"])
+    shutil.rmtree(tmp_path / "runs")  # the cache still points at files in this folder
+    state = heart_training(
+        data_path=str(clean_csv), config_path=str(config), models=["logistic_regression"], return_state=True
+    )
+    assert state.is_completed(), state.message
+    second = state.result()
+    assert Path(second["run_dir"], "data", "train.csv").exists()
+    assert first["data_fingerprint"] == second["data_fingerprint"]
