@@ -1,6 +1,7 @@
 """heart-pipeline: Prefect flows that take a heart-disease CSV through the ML lifecycle."""
 
 import os
+import warnings
 
 __version__ = "0.1.0"
 
@@ -13,3 +14,10 @@ for _name, _value in {
     "GX_ANALYTICS_ENABLED": "false",
 }.items():
     os.environ.setdefault(_name, _value)
+
+# Import-time noise from dependencies that a user cannot act on:
+# - MLflow infers schemas for its own GenAI response types when mlflow.pyfunc is first imported and
+#   warns that its own `Any` hints are not validated;
+# - requests probes for optional SOCKS proxy support, and urllib3 warns when PySocks is absent.
+warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"SOCKS support in urllib3 requires", module=r"urllib3\.contrib\.socks")
