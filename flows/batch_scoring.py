@@ -11,7 +11,7 @@ from heart_pipeline.runs import create_run_folder, publish_failure_report, scori
 from heart_pipeline.runtime import flow_run_id, run_cached
 from tasks.load import load_dataset_task
 from tasks.score import score_patients_task
-from tasks.validate import validate_dataset_task
+from tasks.validate import apply_gate_task, validate_dataset_task
 
 
 @flow(
@@ -37,6 +37,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
         report = run_cached(
             validate_dataset_task, data, scoring_contract, settings, run_dir / "validation", max_invalid_fraction=1.0
         )
+        apply_gate_task(report)
         scored = score_patients_task(
             report.validated_file,
             scoring_contract.columns,

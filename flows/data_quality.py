@@ -11,7 +11,7 @@ from heart_pipeline.runs import create_run_folder, data_quality_run_name, publis
 from heart_pipeline.runtime import flow_run_id, run_cached
 from tasks.load import load_dataset_task
 from tasks.track import log_validation_run_task
-from tasks.validate import enforce_gate_task, validate_dataset_task
+from tasks.validate import apply_gate_task, validate_dataset_task
 
 
 @flow(
@@ -28,11 +28,9 @@ def heart_data_quality(data_path: str | None = None, config_path: str | None = N
 
     dataset = load_dataset_task(data, settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
-        report = run_cached(
-            validate_dataset_task, data, contract, settings, run_dir / "validation", stop_on_failure=False
-        )
+        report = run_cached(validate_dataset_task, data, contract, settings, run_dir / "validation")
         mlflow_url = log_validation_run_task(report, dataset, settings, {"prefect.flow_run_id": flow_run_id()})
-        enforce_gate_task(report)
+        apply_gate_task(report)
     return {
         "run_dir": str(run_dir),
         "mlflow_run": mlflow_url,

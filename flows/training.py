@@ -17,7 +17,7 @@ from tasks.preprocess import collect_step_outputs_task, preprocess_dataset_task
 from tasks.promote import decision_summary, promote_best_model_task
 from tasks.track import log_model_run_task, training_summary_markdown
 from tasks.train import train_model_task
-from tasks.validate import validate_dataset_task
+from tasks.validate import apply_gate_task, validate_dataset_task
 
 
 @flow(
@@ -44,6 +44,7 @@ def heart_training(
     dataset = load_dataset_task(data, settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         report = run_cached(validate_dataset_task, data, contract, settings, run_dir / "validation")
+        apply_gate_task(report)
         prepared = run_cached(preprocess_dataset_task, report.validated_file, settings, seed, run_dir / "data")
         collect_step_outputs_task(report, prepared, run_dir)
         trained = [

@@ -504,16 +504,11 @@ def validate_dataset_task(
     contract: Contract,
     settings: Settings,
     out_dir: Path,
-    stop_on_failure: bool = True,
     max_invalid_fraction: float | None = None,
 ) -> ValidationReport:
-    """Run the gate and publish its table and summary as Prefect artifacts.
-
-    With ``stop_on_failure=False`` a failed report is returned instead of raised, so the caller
-    can publish the evidence (Data Docs, quarantine) before failing the run with ``enforce_gate``.
-    """
+    """Run the gate. Cached on the data, config and code; a failed gate is a result too, so the
+    caller can record the evidence before ``apply_gate_task`` fails the run."""
     from prefect import get_run_logger
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     report = validate_dataset(
         data_path,
@@ -524,16 +519,7 @@ def validate_dataset_task(
         settings.validation.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction,
         out_dir,
     )
-    create_table_artifact(
-        key="data-quality-expectations", table=expectation_table(report), description="Each expectation: pass or fail"
-    )
-    create_markdown_artifact(key="data-quality-report", markdown=validation_markdown(report))
-    if report.data_docs_path:
-        create_link_artifact(
-            key="data-quality-data-docs", link=Path(report.data_docs_path).as_uri(), link_text="Data Docs (local file)"
-        )
-    logger = get_run_logger()
-    logger.info(
+    get_run_logger().info(
         "Gate %s: %d rows in, %d kept, %d quarantined %s, %d duplicate rows",
         report.decision,
         report.rows_in,
@@ -542,11 +528,24 @@ def validate_dataset_task(
         report.quarantined_by_rule,
         report.duplicate_rows,
     )
+    return report
+
+
+@task(name="apply-gate")
+def apply_gate_task(report: ValidationReport) -> ValidationReport:
+    """Publish the gate's evidence as Prefect artifacts (also when validation came from cache),
+    then stop the run if a critical rule failed."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    create_table_artifact(
+        key="data-quality-expectations", table=expectation_table(report), description="Each expectation: pass or fail"
+    )
+    create_markdown_artifact(key="data-quality-report", markdown=validation_markdown(report))
+    if report.data_docs_path:
+        create_link_artifact(
+            key="data-quality-data-docs", link=Path(report.data_docs_path).as_uri(), link_text="Data Docs (local file)"
+        )
     for warning in report.warning_failures:
-        logger.warning("Quarantined: %s", warning)
-    return enforce_gate(report) if stop_on_failure else report
-
-
-@task(name="enforce-gate")
-def enforce_gate_task(report: ValidationReport) -> ValidationReport:
+        get_run_logger().warning("Quarantined: %s", warning)
     return enforce_gate(report)
