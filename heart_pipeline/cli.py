@@ -1,4 +1,4 @@
-"""The heart-pipeline command line: train, validate (and later score, serve).
+"""The heart-pipeline command line: train, validate, score, rollback, serve, contract, stack.
 
 Exit codes: 0 success, 1 a pipeline failure (the last stderr line says why), 2 bad usage.
 """
