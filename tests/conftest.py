@@ -1,4 +1,4 @@
-"""Shared fixtures. Nothing here reads ../shared: test data comes from scikit-lego's bundled copy."""
+"""Shared fixtures. Test data comes from scikit-lego's bundled copy, generated at test time."""
 
 from __future__ import annotations
 
