@@ -21,6 +21,15 @@ from pydantic import BaseModel
 EXCLUDED_INPUTS = frozenset({"out_dir"})
 
 
+def fingerprint_bytes(data: bytes) -> str:
+    """The data fingerprint used everywhere: run names, MLflow tags, cache keys."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint_file(path: Path) -> str:
+    return fingerprint_bytes(path.read_bytes())
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -34,7 +43,7 @@ def _plain(value: Any) -> Any:
         # A file input is keyed by its content, not its name: the same data under another run's
         # folder is the same data.
         try:
-            return {"sha256": hashlib.sha256(value.read_bytes()).hexdigest()} if value.is_file() else str(value)
+            return {"sha256": fingerprint_file(value)} if value.is_file() else str(value)
         except OSError:
             return str(value)
     return value

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -158,11 +156,6 @@ class Settings(_Strict):
         if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
             return prefix + str(self.resolve(uri[len(prefix) :]))
         return uri
-
-    def fingerprint(self) -> str:
-        """A stable hash of the effective configuration, used in cache keys."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def load_config(path: Path | str | None = None) -> Settings:

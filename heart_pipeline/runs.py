@@ -5,13 +5,14 @@ Every flow run writes into its own folder, so runs never overwrite each other.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from heart_pipeline.caching import fingerprint_file
 
 
 def create_run_folder(runs_dir: Path, flow_name: str, run_id: str | None) -> Path:
@@ -47,7 +48,7 @@ def data_fingerprint_for_name(path: Path, max_bytes: int) -> str:
     try:
         if not path.is_file() or path.stat().st_size > max_bytes:
             return "nodata"
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        return fingerprint_file(path)[:8]
     except OSError:
         return "nodata"
 

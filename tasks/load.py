@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
+from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.config import Settings
 from heart_pipeline.errors import DataError
 from heart_pipeline.runtime import retry_unless_pipeline_error
@@ -68,10 +68,6 @@ def write_default_dataset(path: Path) -> str:
     tmp.replace(path)  # atomic: a concurrent reader never sees half a file
     malformed = int(frame["thal"].isna().sum())
     return f"{SKLEGO_SOURCE}; recoded cp, slope, thal; {malformed} malformed thal values written as missing"
-
-
-def fingerprint_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _line_of_byte(data: bytes, offset: int) -> int:

@@ -13,7 +13,7 @@ from prefect import task
 
 from heart_pipeline.config import Settings
 from heart_pipeline.errors import PipelineError
-from tasks.promote import CHAMPION
+from tasks.promote import CHAMPION, current_champion
 from tasks.track import tracking_store
 
 
@@ -29,12 +29,10 @@ def champion_version(tracking_uri: str, name: str) -> str:
     import mlflow
 
     with tracking_store(tracking_uri):
-        try:
-            return str(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(name, CHAMPION).version)
-        except mlflow.exceptions.MlflowException:
-            raise PipelineError(
-                f"no model '{name}@{CHAMPION}' in {tracking_uri}: run `heart-pipeline train` first"
-            ) from None
+        version = current_champion(mlflow.MlflowClient(tracking_uri), name)
+    if version is None:
+        raise PipelineError(f"no model '{name}@{CHAMPION}' in {tracking_uri}: run `heart-pipeline train` first")
+    return version
 
 
 def load_model_version(tracking_uri: str, name: str, version: str) -> Any:

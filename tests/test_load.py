@@ -3,8 +3,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.errors import DataError
-from tasks.load import fingerprint_bytes, load_dataset, read_heart_csv, translate_sklego_hearts
+from tasks.load import load_dataset, read_heart_csv, translate_sklego_hearts
 
 
 def test_translation_to_project_codes() -> None:
