@@ -124,8 +124,11 @@ def create_app(config_path: str | None = None) -> FastAPI:
         # FastAPI's default handler echoes the input, and a NaN in it would turn the 422 into a 500.
         return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
 
-    def as_list(payload: Any) -> list[BaseModel]:
-        return payload if isinstance(payload, list) else [payload]
+    def as_records(payload: Any) -> list[BaseModel]:
+        records = payload if isinstance(payload, list) else [payload]
+        if not records:
+            raise HTTPException(status_code=422, detail="send at least one patient record")
+        return records
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -136,9 +139,7 @@ def create_app(config_path: str | None = None) -> FastAPI:
     def predict(
         patients: Annotated[Patient | list[Patient], Body(description="one patient record or a list of them")],  # type: ignore[valid-type]
     ) -> PredictionResponse:
-        records = as_list(patients)
-        if not records:
-            raise HTTPException(status_code=422, detail="send at least one patient record")
+        records = as_records(patients)
         model, version = champion.get()
         probabilities, labels = predict_with_threshold(model, _frame(records, feature_columns))
         return PredictionResponse(
@@ -155,9 +156,7 @@ def create_app(config_path: str | None = None) -> FastAPI:
         patients: Annotated[Patient | list[Patient], Body(description="one patient record or a list of them")],  # type: ignore[valid-type]
     ) -> dict[str, Any]:
         """The champion's fitted preprocessor applied to raw records: the features the classifier sees."""
-        records = as_list(patients)
-        if not records:
-            raise HTTPException(status_code=422, detail="send at least one patient record")
+        records = as_records(patients)
         model, version = champion.get()
         preprocessor = model.estimator_.named_steps["preprocess"]
         matrix = preprocessor.transform(_frame(records, feature_columns))

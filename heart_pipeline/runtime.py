@@ -34,9 +34,3 @@ def flow_run_id() -> str:
     from prefect.runtime import flow_run
 
     return str(flow_run.id or "local")
-
-
-def flow_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    return str(flow_run.name or "local")

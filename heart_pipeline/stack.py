@@ -81,6 +81,17 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ...
+
+    The command name is in parentheses and may itself contain spaces, so split after its ")".
+    """
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -89,10 +100,8 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie (exited, not yet reaped) is not running.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return fields is None or fields[0] != "Z"
 
 
 def _recorded_pid(layout: StackLayout, service: str) -> int | None:
@@ -263,12 +272,8 @@ def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in a process group, read from /proc."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # Fields after the ")" that closes the command name: state, ppid, pgrp, ...
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        fields = _stat_fields(stat)
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
 
