@@ -66,13 +66,25 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _contract(args: argparse.Namespace) -> dict[str, Any]:
-    from heart_pipeline.config import load_settings_and_contract
+    from heart_pipeline.config import load_codebook_for, load_settings_and_contract
 
-    _, contract = load_settings_and_contract(_absolute(args.config))
+    settings, contract = load_settings_and_contract(_absolute(args.config))
+    book = load_codebook_for(settings)
+    print(f"codebook v{book.version} ({book.path.name}); label: {book.label_definition}")
     for rule in contract.rules:
         bounds = {k: v for k, v in rule.kwargs.items() if k not in ("column", "column_list")}
         print(f"{rule.severity:8} {rule.name:58} {bounds}\n{'':9}{rule.why}")
-    return {"contract": contract.name, "columns": contract.columns, "rules": len(contract.rules)}
+        if rule.type == "expect_column_values_to_be_in_set" and rule.column in book.columns:
+            for code in rule.kwargs["value_set"]:
+                print(f"{'':9}  {code} = {book.meaning(rule.column, code)}")
+    return {
+        "contract": contract.name,
+        "columns": contract.columns,
+        "rules": len(contract.rules),
+        "codebook_version": book.version,
+        "label_definition": book.label_definition,
+        "codes": {name: {str(k): v for k, v in coded.codes.items()} for name, coded in book.columns.items()},
+    }
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from heart_pipeline.codebook import Codebook, disagreements_with_contract, load_codebook
 from heart_pipeline.contract import Contract, load_contract
 from heart_pipeline.errors import ConfigError
 
@@ -31,6 +32,7 @@ class DataConfig(_Strict):
 
 class ContractConfig(_Strict):
     suite_path: Path
+    codebook_path: Path
 
 
 class ValidationConfig(_Strict):
@@ -189,4 +191,13 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
             f"{path or DEFAULT_CONFIG_PATH}: features and target must cover the contract's columns exactly: "
             f"not in the contract {extra}, not in any feature group {missing}"
         )
+    book = load_codebook(settings.resolve(settings.contract.codebook_path))
+    disagree = disagreements_with_contract(book, {name: contract.value_set(name) for name in book.columns})
+    if disagree:
+        raise ConfigError(f"{book.path}: the codebook and the contract disagree: {'; '.join(disagree)}")
     return settings, contract
+
+
+def load_codebook_for(settings: Settings) -> Codebook:
+    """The codebook that ``settings`` points at."""
+    return load_codebook(settings.resolve(settings.contract.codebook_path))
