@@ -1,4 +1,4 @@
-"""The heart-pipeline command line: train, validate, score, rollback, serve, contract, stack.
+"""The heart-pipeline command line: train, validate, score, rollback, serve, contract, convert, stack.
 
 Exit codes: 0 success, 1 a pipeline failure (the last stderr line says why), 2 bad usage.
 """
@@ -87,6 +87,20 @@ def _contract(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _convert(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_codebook_for, load_config
+    from heart_pipeline.errors import DataError
+    from heart_pipeline.files import read_input_bytes
+    from heart_pipeline.importers import convert_file
+
+    settings = load_config(_absolute(args.config))
+    source, out = Path(args.input).expanduser().resolve(), Path(args.out).expanduser().resolve()
+    if source == out:
+        raise DataError(f"{out}: --out must differ from the input file")
+    data = read_input_bytes(source, settings.data.max_memory_mb * 2**20, "data.max_memory_mb")
+    return convert_file(args.fmt, data, source, out, load_codebook_for(settings))
+
+
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline import stack
 
@@ -142,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     contract = sub.add_parser("contract", help="print every data-contract rule with its severity and reason")
     contract.add_argument("--config", help="config YAML (default: config/config.yaml)")
     contract.set_defaults(handler=_contract)
+    convert = sub.add_parser(
+        "convert", help="rewrite a UCI or Kaggle heart file in the project's codebook, with a provenance record"
+    )
+    convert.add_argument("--from", dest="fmt", required=True, choices=["uci", "kaggle"], help="the file's format")
+    convert.add_argument("input", metavar="IN", help="the file to convert")
+    convert.add_argument("--out", required=True, help="the CSV to write (and OUT.provenance.json beside it)")
+    convert.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    convert.set_defaults(handler=_convert)
     stack = sub.add_parser("stack", help="local Prefect server, MLflow server and worker (make up/down/status)")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--prefect-port", type=int, help="default 4200 (or $PREFECT_PORT)")

@@ -28,6 +28,9 @@ class DataConfig(_Strict):
     target: str = "target"
     na_values: list[str] = Field(default_factory=lambda: ["?"])
     max_file_mb: float = Field(50, gt=0)
+    max_rows: int = Field(gt=0)
+    max_memory_mb: int = Field(gt=0)
+    disease_label: Literal[0, 1]
 
 
 class ContractConfig(_Strict):

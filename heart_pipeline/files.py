@@ -1,0 +1,86 @@
+"""Safe file input and atomic output, shared by the load step and `heart-pipeline convert`.
+
+Input is read once into memory (the same bytes are parsed and fingerprinted), and only from a
+regular file: a FIFO would block, /dev/zero never ends, and /proc or /sys files (such as
+/proc/self/environ) hold process secrets that must never reach an error message or an artifact.
+Output is written to a temporary file in the same folder and renamed over the target, so a
+reader never sees half a file and a killed process leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from heart_pipeline.errors import DataError
+
+# Pseudo file systems: their "regular" files are views of kernel or process state, not data.
+SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _is_under_special_root(path: Path) -> bool:
+    return any(path == root or root in path.parents for root in SPECIAL_ROOTS)
+
+
+def _refuse_unless_regular(path: Path, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a directory, not a data file")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+
+
+def read_input_bytes(path: Path, max_bytes: int, budget_key: str) -> bytes:
+    """The whole file, refused with one DataError line (naming ``path``, never its content) if it
+    is missing, special, unreadable, empty or above ``max_bytes``."""
+    try:
+        resolved = path.resolve()
+        mode = os.stat(resolved).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc.strerror or type(exc).__name__}") from None
+    if _is_under_special_root(resolved):
+        raise DataError(f"{path}: a system pseudo-file ({resolved.parts[1]}), not a data file; refusing to read it")
+    _refuse_unless_regular(path, mode)
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO after the check, open does not hang.
+        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc.strerror or type(exc).__name__}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        _refuse_unless_regular(path, info.st_mode)
+        if info.st_size > max_bytes:
+            size_mb, budget_mb = info.st_size / 2**20, max_bytes / 2**20
+            raise DataError(f"{path}: file is {size_mb:.1f} MB, above the {budget_mb:g} MB budget ({budget_key})")
+        try:
+            data = handle.read(max_bytes + 1)  # never more than the budget, whatever st_size claimed
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read file: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > max_bytes:
+        raise DataError(f"{path}: file grew above the {max_bytes / 2**20:g} MB budget ({budget_key}) while reading")
+    if not data.strip():
+        raise DataError(f"{path}: file is empty")
+    return data
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename; errors name the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
+        reason = "disk full (no space left on device)" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        raise DataError(f"{path}: cannot write: {reason}") from None
+    return path

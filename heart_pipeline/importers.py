@@ -1,0 +1,270 @@
+"""Importers: real heart-disease files in foreign codings -> a frame in the project's codebook.
+
+Pure functions: bytes in, a frame and a provenance record out; the CLI (`heart-pipeline convert`)
+does the reading and the atomic writing. Every code and missing-value marker is translated with
+the mapping in the codebook (great_expectations/codebook.yaml), nothing else: values that are
+implausible but valid in the source coding (Switzerland's chol 0, a site's mostly-missing ca) are
+kept as they are, so the data gate reports them instead of the importer hiding them. A code that
+the source coding does not have stops the conversion, naming the column, code and lines: guessing
+its meaning could turn a wrong code into a valid-looking one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heart_pipeline.caching import fingerprint_bytes
+from heart_pipeline.codebook import Codebook, ForeignCoding
+from heart_pipeline.errors import DataError, cell
+from heart_pipeline.files import write_atomic
+
+MAX_LINES_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Converted:
+    frame: pd.DataFrame
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A parsed file: text cells by the source's column names, and each row's line in the file."""
+
+    cells: pd.DataFrame
+    lines: np.ndarray
+    variant: str
+    missing_markers: list[str]
+
+
+def _lines_text(lines: np.ndarray) -> str:
+    shown = ", ".join(str(n) for n in lines[:MAX_LINES_LISTED])
+    more = f" and {len(lines) - MAX_LINES_LISTED} more" if len(lines) > MAX_LINES_LISTED else ""
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{more}"
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
+def _records(text: str, whitespace: bool) -> tuple[list[list[str]], list[int]]:
+    """Non-blank records and the line each starts on (the CSV reader's own count)."""
+    if whitespace:
+        pairs = [(line.split(), n) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        pairs = []
+        start = 1
+        for record in reader:
+            if any(field.strip() for field in record):
+                pairs.append(([field.strip() for field in record], start))
+            start = reader.line_num + 1
+    return [r for r, _ in pairs], [n for _, n in pairs]
+
+
+def _table(records: list[list[str]], lines: list[int], columns: list[str], source: str, what: str) -> pd.DataFrame:
+    widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
+    wrong = np.flatnonzero(widths != len(columns))
+    if len(wrong):
+        first = int(wrong[0])
+        raise DataError(
+            f"{source}: {what} has {len(columns)} columns ({','.join(columns)}); "
+            f"{len(wrong)} row(s) do not, first at line {lines[first]} with {widths[first]}"
+        )
+    return pd.DataFrame(records, columns=columns, dtype=object)
+
+
+def _numbers(table: _Table, source: str) -> pd.DataFrame:
+    """Every cell as a number; missing markers and blanks become missing, anything else stops."""
+    out = {}
+    for column in table.cells.columns:
+        text = table.cells[column].astype(str).str.strip()
+        missing = text.isin([*table.missing_markers, ""]).to_numpy()
+        values = pd.to_numeric(text.where(~missing), errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & ~missing)
+        if len(bad):
+            raise DataError(
+                f"{source}: column {column} is not a number: {cell(text.iloc[bad[0]])} at "
+                f"{_lines_text(table.lines[bad])}"
+            )
+        out[column] = values.astype("float64")
+    return pd.DataFrame(out)
+
+
+def _recode(frame: pd.DataFrame, coding: ForeignCoding, lines: np.ndarray, source: str) -> pd.DataFrame:
+    """Apply the codebook's mapping column by column; a code outside it stops the conversion."""
+    out = {}
+    for column in frame.columns:
+        values = frame[column]
+        recode = coding.to_ours.get(column)
+        if recode is None:
+            out[column] = values
+            continue
+        known = values.isin(list(recode.codes)) | values.isna()
+        if not known.all():
+            bad = np.flatnonzero(~known.to_numpy())
+            codes = sorted({float(v) for v in values.iloc[bad]})
+            shown = ", ".join(f"{v:g}" for v in codes[:MAX_LINES_LISTED])
+            raise DataError(
+                f"{source}: {column} has code(s) {shown} that {coding.name}'s coding does not have "
+                f"(known: {sorted(recode.codes)}) at {_lines_text(lines[bad])}; fix or remove those rows"
+            )
+        mapped = values.map({float(k): (np.nan if v is None else float(v)) for k, v in recode.codes.items()})
+        out[recode.column] = mapped
+    return pd.DataFrame(out)
+
+
+def _integers_where_whole(frame: pd.DataFrame) -> pd.DataFrame:
+    """Whole-number columns as nullable integers (UCI writes 63 as 63.0); others stay float."""
+    out = frame.copy()
+    for column in out.columns:
+        present = out[column].dropna()
+        if (present == present.round()).all():
+            out[column] = out[column].astype("Int64")
+    return out
+
+
+def _missing_counts(frame: pd.DataFrame) -> dict[str, int]:
+    counts = frame.isna().sum()
+    return {str(c): int(n) for c, n in counts.items() if n}
+
+
+def _finish(table: _Table, coding: ForeignCoding, data: bytes, source: str, book: Codebook, fmt: str) -> Converted:
+    numbers = _numbers(table, source)
+    frame = _integers_where_whole(_recode(numbers, coding, table.lines, source))
+    target = coding.target_column(book.label_column)
+    provenance = {
+        "source_file": source,
+        "source_sha256": fingerprint_bytes(data),
+        "source_bytes": len(data),
+        "format": fmt,
+        "variant": table.variant,
+        "format_title": coding.title,
+        "missing_markers": table.missing_markers,
+        "mapping": coding.mapping_description(),
+        "label_source": f"{coding.name} {target}",
+        "codebook_version": book.version,
+        "label_definition": book.label_definition,
+        "rows": len(frame),
+        "missing_cells_after_conversion": _missing_counts(frame),
+        "not_changed": "values are converted, never corrected: the data gate judges them",
+    }
+    return Converted(frame=frame, provenance=provenance)
+
+
+def convert_uci(data: bytes, source: str, book: Codebook) -> Converted:
+    """UCI's processed.*.data (comma-separated, '?' missing) or the whitespace-separated
+    reprocessed variant (-9 missing), any of the four sites: no header, num 0-4."""
+    coding = book.foreign_coding("uci")
+    text = _decode(data, source)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    whitespace = "," not in first
+    records, lines = _records(text, whitespace)
+    if not records:
+        raise DataError(f"{source}: file has no data rows")
+    head = records[0]
+    if any(field.lower() in {c.lower() for c in coding.columns} for field in head):
+        raise DataError(
+            f"{source}: has a header row ({cell(','.join(head), 80)}); UCI's files have none. "
+            "For a file with the age,sex,...,target header, use --from kaggle"
+        )
+    variant = "reprocessed (whitespace-separated, -9 missing)" if whitespace else "processed (comma-separated)"
+    markers = [*coding.missing_markers, *(coding.whitespace_missing_markers if whitespace else [])]
+    cells = _table(records, lines, coding.columns, source, f"UCI's {variant} format")
+    table = _Table(cells=cells, lines=np.asarray(lines), variant=variant, missing_markers=markers)
+    return _finish(table, coding, data, source, book, "uci")
+
+
+def convert_kaggle(data: bytes, source: str, book: Codebook) -> Converted:
+    """The Kaggle heart.csv (303 or 1,025 rows): our codes, but target 1 = no disease, thal 0 and
+    ca 4 = missing."""
+    coding = book.foreign_coding("kaggle")
+    records, lines = _records(_decode(data, source), whitespace=False)
+    if not records:
+        raise DataError(f"{source}: file is empty")
+    header, *rows = records
+    if header != coding.columns:
+        raise DataError(
+            f"{source}: header {cell(','.join(header), 120)} is not Kaggle's {','.join(coding.columns)}; "
+            "for UCI's headerless files use --from uci"
+        )
+    if not rows:
+        raise DataError(f"{source}: file has a header but no data rows")
+    cells = _table(rows, lines[1:], coding.columns, source, "the Kaggle format")
+    table = _Table(cells=cells, lines=np.asarray(lines[1:]), variant="csv with header", missing_markers=["", "NA"])
+    return _finish(table, coding, data, source, book, "kaggle")
+
+
+IMPORTERS: dict[str, Callable[[bytes, str, Codebook], Converted]] = {"uci": convert_uci, "kaggle": convert_kaggle}
+
+
+def convert(fmt: str, data: bytes, source: str, book: Codebook) -> Converted:
+    try:
+        importer = IMPORTERS[fmt]
+    except KeyError:
+        raise DataError(f"unknown format {fmt!r}; known: {sorted(IMPORTERS)}") from None
+    return importer(data, source, book)
+
+
+def to_csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The converted frame as the project's CSV: a header, blanks for missing values."""
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def provenance_path(out: Path) -> Path:
+    return out.with_name(out.name + ".provenance.json")
+
+
+def convert_file(fmt: str, data: bytes, source: Path, out: Path, book: Codebook) -> dict[str, Any]:
+    """Convert ``data`` (read from ``source``) and write ``out`` plus its provenance sidecar, each
+    atomically; the sidecar goes last, so it only ever describes a CSV that is complete."""
+    converted = convert(fmt, data, str(source), book)
+    csv_bytes = to_csv_bytes(converted.frame)
+    provenance = {
+        **converted.provenance,
+        "output_file": str(out),
+        "output_sha256": fingerprint_bytes(csv_bytes),
+        "converted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_atomic(out, csv_bytes)
+    write_atomic(provenance_path(out), json.dumps(provenance, indent=2).encode("utf-8"))
+    return {**provenance, "provenance_file": str(provenance_path(out))}
+
+
+def from_ours(frame: pd.DataFrame, coding: ForeignCoding) -> pd.DataFrame:
+    """The inverse mapping: a frame in our codes rewritten in ``coding`` (its column names too).
+
+    Where several of its codes map to one of ours (UCI num 1-4 -> target 1) the first is used, and
+    a missing value becomes the coding's missing-value code if it has one. Used to generate files
+    in a foreign coding from the bundled data (tests, coding checks), never to guess meanings.
+    """
+    out = {}
+    for source in coding.columns:
+        recode = coding.to_ours.get(source)
+        ours = recode.column if recode else source
+        values = frame[ours]
+        if recode is not None:
+            inverse: dict[float, float] = {}
+            missing_code = np.nan
+            for theirs, our_code in recode.codes.items():
+                if our_code is None:
+                    missing_code = float(theirs)
+                else:
+                    inverse.setdefault(float(our_code), float(theirs))
+            mapped = values.astype("float64").map(inverse)
+            values = mapped.where(values.notna(), missing_code)
+        out[source] = values
+    return pd.DataFrame(out)

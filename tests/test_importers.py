@@ -1,0 +1,114 @@
+"""Importers: files in UCI's and Kaggle's codings, generated from the bundled UCI file."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heart_pipeline.cli import main
+from heart_pipeline.codebook import load_codebook
+from heart_pipeline.config import PROJECT_ROOT
+from heart_pipeline.errors import DataError
+from heart_pipeline.importers import convert, from_ours, provenance_path
+
+BUNDLED = PROJECT_ROOT / "data" / "processed.cleveland.data"
+BOOK = load_codebook()
+
+
+@pytest.fixture(scope="module")
+def ours() -> pd.DataFrame:
+    return convert("uci", BUNDLED.read_bytes(), str(BUNDLED), BOOK).frame
+
+
+def _uci_text(frame: pd.DataFrame, sep: str, missing: str) -> bytes:
+    foreign = from_ours(frame, BOOK.foreign_coding("uci"))
+    rows = [sep.join(missing if pd.isna(v) else f"{float(v):.1f}" for v in row) for row in foreign.to_numpy()]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def test_bundled_file_converts_to_our_codes(ours: pd.DataFrame) -> None:
+    assert list(ours.columns) == list(BOOK.foreign_coding("kaggle").columns)
+    assert len(ours) == 303
+    assert int(ours["target"].sum()) == 139, "the standard label: num > 0"
+    assert ours.isna().sum()[lambda s: s > 0].to_dict() == {"ca": 4, "thal": 2}
+    for column, coded in BOOK.columns.items():
+        assert set(ours[column].dropna()) <= set(coded.codes), column
+    # the first Cleveland patient: 63, male, typical angina (UCI 1), LVH (UCI 2), downsloping (UCI 3), fixed (UCI 6)
+    first = ours.iloc[0]
+    assert (first["cp"], first["restecg"], first["slope"], first["thal"], first["target"]) == (3, 0, 0, 1, 0)
+
+
+def test_generated_uci_file_round_trips(ours: pd.DataFrame) -> None:
+    converted = convert("uci", _uci_text(ours, ",", "?"), "generated.data", BOOK)
+    pd.testing.assert_frame_equal(converted.frame, ours)
+    assert converted.provenance["variant"].startswith("processed")
+
+
+def test_reprocessed_whitespace_variant_with_minus_nine(ours: pd.DataFrame) -> None:
+    converted = convert("uci", _uci_text(ours, " ", "-9"), "reprocessed.data", BOOK)
+    pd.testing.assert_frame_equal(converted.frame, ours)
+    assert converted.provenance["variant"].startswith("reprocessed")
+    assert converted.provenance["missing_cells_after_conversion"] == {"ca": 4, "thal": 2}
+
+
+def test_implausible_values_are_kept_for_the_gate(ours: pd.DataFrame) -> None:
+    """Switzerland's chol 0 means 'not measured'; the importer must not hide that from the gate."""
+    swiss = ours.assign(chol=0)
+    converted = convert("uci", _uci_text(swiss, ",", "?"), "switzerland.data", BOOK)
+    assert (converted.frame["chol"] == 0).all()
+
+
+def test_kaggle_target_is_inverted_and_placeholders_become_missing(ours: pd.DataFrame) -> None:
+    kaggle = from_ours(ours, BOOK.foreign_coding("kaggle"))
+    assert kaggle["thal"].isna().sum() == 0 and (kaggle["thal"] == 0).sum() == 2
+    assert (kaggle["ca"] == 4).sum() == 4
+    text = "\ufeff" + kaggle.astype("Int64", errors="ignore").to_csv(index=False)
+    converted = convert("kaggle", text.encode(), "heart.csv", BOOK)
+    pd.testing.assert_frame_equal(converted.frame, ours)
+    assert (converted.frame["target"] == 1 - kaggle["target"]).all()
+
+
+def test_unknown_code_stops_naming_column_code_and_line(ours: pd.DataFrame) -> None:
+    text = _uci_text(ours, ",", "?").decode().splitlines()
+    fields = text[4].split(",")
+    fields[2] = "5.0"  # cp 5 does not exist in UCI's coding
+    text[4] = ",".join(fields)
+    with pytest.raises(DataError, match=r"cp has code\(s\) 5 .* at line 5;"):
+        convert("uci", "\n".join(text).encode(), "bad.data", BOOK)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "message"),
+    [
+        ("uci", b"age,sex,cp\n1,2,3\n", "has a header row"),
+        ("uci", b"63.0,1.0,1.0\n", "has 14 columns"),
+        ("uci", b"63.0,1.0,x" + b"y" * 5000 + b",1,1,1,1,1,1,1,1,1,1,1\n", "column cp is not a number"),
+        ("kaggle", b"63,1,1\n", "is not Kaggle's"),
+        ("kaggle", b"age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal,target\n", "no data"),
+    ],
+)
+def test_wrong_files_give_one_bounded_line(fmt: str, content: bytes, message: str) -> None:
+    with pytest.raises(DataError, match=message) as error:
+        convert(fmt, content, "in.data", BOOK)
+    assert len(str(error.value)) < 400 and "\n" not in str(error.value)
+
+
+def test_convert_command_writes_csv_and_provenance(tmp_path: Path, ours: pd.DataFrame) -> None:
+    out = tmp_path / "out" / "heart.csv"
+    assert main(["convert", "--from", "uci", str(BUNDLED), "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns) == list(ours.columns) and len(written) == 303
+    assert np.allclose(written.fillna(-1).to_numpy(), ours.astype("float64").fillna(-1).to_numpy())
+    provenance = json.loads(provenance_path(out).read_text())
+    assert provenance["source_sha256"] == __import__("hashlib").sha256(BUNDLED.read_bytes()).hexdigest()
+    assert provenance["format"] == "uci" and provenance["codebook_version"] == BOOK.version
+    assert provenance["label_definition"] == BOOK.label_definition
+    assert provenance["mapping"]["restecg->restecg"] == "0->1, 1->2, 2->0"
+    assert not list(out.parent.glob("*.tmp")), "no temporary file is left behind"
+
+
+def test_convert_command_refuses_special_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["convert", "--from", "uci", "/proc/self/environ", "--out", str(tmp_path / "x.csv")]) == 1
+    assert not (tmp_path / "x.csv").exists()
