@@ -38,8 +38,9 @@ down:  ## stop exactly the processes `make up` started
 status: install
 	$(BIN)/heart-pipeline stack status
 
-serve: install  ## the prediction API on 127.0.0.1:8000 (needs a champion: `make run` first)
-	$(BIN)/heart-pipeline serve
+PORT ?= 8000
+serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `make run` first)
+	$(BIN)/heart-pipeline serve --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

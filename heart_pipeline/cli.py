@@ -106,7 +106,12 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
 
     layout = stack.default_layout(args.prefect_port, args.mlflow_port)
     if args.action == "up":
-        info = stack.up(layout)
+        print(
+            f"Starting the stack: Prefect :{layout.prefect_port}, MLflow :{layout.mlflow_port} "
+            "(about a minute on a laptop)",
+            file=sys.stderr,
+        )
+        info = stack.up(layout, progress=lambda line: print(line, file=sys.stderr, flush=True))
         print(
             f"Prefect UI  {info['prefect_ui']}\nMLflow UI   {info['mlflow_ui']}\n"
             f"Ready after {info['ready_after_seconds']}s. In your shell: source .prefect/stack/stack.env\n"
@@ -114,9 +119,16 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
         )
         return info
+    # `down` and `status` act on the ports and folders `up` recorded, whatever the defaults are now.
+    layout = stack.recorded_layout(layout)
     if args.action == "down":
         return {"stopped": stack.down(layout)}
-    return stack.status(layout)
+    report = stack.status(layout)
+    for service, state in report.items():
+        print(f"{service:15} {state}")
+    if not stack.status_ok(report):
+        raise stack.StackError("not everything runs and answers; `make down && make up` restarts the stack")
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:

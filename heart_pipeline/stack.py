@@ -9,23 +9,27 @@ consumers included) and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 from heart_pipeline.config import PROJECT_ROOT, load_config
 from heart_pipeline.errors import PipelineError
 
 BIN = Path(sys.executable).parent
 SERVICES = ("prefect-server", "mlflow-server", "worker")  # started in this order, stopped in reverse
+MARKER = "HEART_PIPELINE_STACK"  # set in every service's environment: tells our processes from PID reuse
 
 
 class StackError(PipelineError):
@@ -81,27 +85,24 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _stat_fields(stat: Path) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ...
+def _process(pid: int | None, layout: StackLayout) -> psutil.Process | None:
+    """The live process this stack started under ``pid``, or None.
 
-    The command name is in parentheses and may itself contain spaces, so split after its ")".
+    Guards against PID reuse: the process must carry the marker variable this stack set in its
+    environment. psutil reads environments on Linux and macOS alike; where the OS refuses
+    (another user's process), it is not ours.
     """
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    if not pid:
         return None
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not running.
-    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
-    return fields is None or fields[0] != "Z"
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if process.environ().get(MARKER) != str(layout.state_dir):
+            return None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return process
 
 
 def _recorded_pid(layout: StackLayout, service: str) -> int | None:
@@ -109,15 +110,6 @@ def _recorded_pid(layout: StackLayout, service: str) -> int | None:
         return int(layout.pid_file(service).read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _is_ours(pid: int, layout: StackLayout) -> bool:
-    """Guard against PID reuse: the process must carry the marker env var this stack set."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return _alive(pid)
-    return f"HEART_PIPELINE_STACK={layout.state_dir}".encode() in environ
 
 
 def _http_ok(url: str) -> bool:
@@ -141,7 +133,7 @@ def _base_env(layout: StackLayout) -> dict[str, str]:
         "PREFECT_HOME": str(layout.prefect_home),
         "PREFECT_API_URL": layout.prefect_api_url,
         "MLFLOW_TRACKING_URI": layout.mlflow_url,
-        "HEART_PIPELINE_STACK": str(layout.state_dir),
+        MARKER: str(layout.state_dir),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -166,7 +158,7 @@ def _wait_healthy(layout: StackLayout, service: str, pid: int, url: str, timeout
     while time.monotonic() < deadline:
         if _http_ok(url):
             return
-        if not _alive(pid):
+        if _process(pid, layout) is None:
             raise StackError(
                 f"{service} exited during start-up; log {layout.log_file(service)}:\n{_tail(layout.log_file(service))}"
             )
@@ -181,9 +173,40 @@ def _run(command: list[str], env: dict[str, str], what: str) -> str:
     return result.stdout
 
 
-def up(layout: StackLayout, timeout: float = 120) -> dict[str, object]:
-    """Start everything and return what runs where. Refuses to start over a running stack."""
-    running = [s for s in SERVICES if (pid := _recorded_pid(layout, s)) and _alive(pid) and _is_ours(pid, layout)]
+def _server_commands(layout: StackLayout) -> dict[str, list[str]]:
+    return {
+        "prefect-server": [
+            str(BIN / "prefect"),
+            "server",
+            "start",
+            "--host",
+            layout.host,
+            "--port",
+            str(layout.prefect_port),
+            "--analytics-off",
+        ],
+        # --artifacts-destination makes the server proxy artifacts (mlflow-artifacts:/ URIs), so a
+        # client never needs the server's file system; `mlflow ui` on the same folders must then be
+        # given the same flag to show them (see the README).
+        "mlflow-server": [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{layout.mlflow_db}",
+            "--artifacts-destination",
+            str(layout.mlflow_artifacts),
+            "--host",
+            layout.host,
+            "--port",
+            str(layout.mlflow_port),
+            "--workers",
+            "1",
+        ],
+    }
+
+
+def _check_can_start(layout: StackLayout) -> None:
+    running = [s for s in SERVICES if _process(_recorded_pid(layout, s), layout)]
     if running:
         raise StackError(f"the stack is already running ({', '.join(running)}); `make status` or `make down`")
     for name, port in (("Prefect", layout.prefect_port), ("MLflow", layout.mlflow_port)):
@@ -193,59 +216,52 @@ def up(layout: StackLayout, timeout: float = 120) -> dict[str, object]:
                 f"port {port} for the {name} server is already in use on {layout.host}; stop what "
                 f"holds it or choose another port, e.g. `make up {variable}={port + 1}`"
             )
+
+
+def _quiet(_: str) -> None:
+    """The default progress reporter: tests and library callers get no output."""
+
+
+def up(layout: StackLayout, timeout: float = 120, progress: Callable[[str], None] = _quiet) -> dict[str, object]:
+    """Start everything and return what runs where. Refuses to start over a running stack.
+
+    ``progress`` receives one line per stage (the servers alone take 15 to 60 s to answer).
+    """
+    _check_can_start(layout)
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     layout.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     pool = load_config().prefect.work_pool
     env = _base_env(layout)
     started = time.monotonic()
+
+    def say(message: str) -> None:
+        progress(f"[{time.monotonic() - started:5.1f}s] {message}")
+
+    # Record the ports before anything can fail, so `status` and `down` find this stack.
+    record = layout.state_dir / "stack.json"
+    record.write_text(json.dumps({"layout": {k: str(v) for k, v in asdict(layout).items()}}, indent=2))
     try:
-        prefect_pid = _spawn(
-            layout,
-            "prefect-server",
-            [
-                str(BIN / "prefect"),
-                "server",
-                "start",
-                "--host",
-                layout.host,
-                "--port",
-                str(layout.prefect_port),
-                "--analytics-off",
-            ],
-            env,
-        )
-        mlflow_pid = _spawn(
-            layout,
-            "mlflow-server",
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{layout.mlflow_db}",
-                "--artifacts-destination",
-                str(layout.mlflow_artifacts),
-                "--host",
-                layout.host,
-                "--port",
-                str(layout.mlflow_port),
-                "--workers",
-                "1",
-            ],
-            env,
-        )
-        _wait_healthy(layout, "prefect-server", prefect_pid, f"{layout.prefect_api_url}/health", timeout)
-        _wait_healthy(layout, "mlflow-server", mlflow_pid, f"{layout.mlflow_url}/health", timeout)
+        pids = {}
+        for service, command in _server_commands(layout).items():
+            pids[service] = _spawn(layout, service, command, env)
+            say(f"started {service} (pid {pids[service]}, log {layout.log_file(service)})")
+        _wait_healthy(layout, "prefect-server", pids["prefect-server"], f"{layout.prefect_api_url}/health", timeout)
+        say(f"Prefect server answers on {layout.prefect_api_url}")
+        _wait_healthy(layout, "mlflow-server", pids["mlflow-server"], f"{layout.mlflow_url}/health", timeout)
+        say(f"MLflow server answers on {layout.mlflow_url}")
         _run(
             [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"],
             env,
             f"creating work pool {pool}",
         )
+        say(f"work pool {pool} ready; deploying prefect.yaml")
         # {{ $PWD }} in prefect.yaml's pull step is filled in from this variable at deploy time.
         _run(
             [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
             {**env, "PWD": str(PROJECT_ROOT)},
             "deploying prefect.yaml",
         )
+        say("deployments created; starting the worker")
         _spawn(layout, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"], env)
     except BaseException:
         down(layout)
@@ -258,7 +274,7 @@ def up(layout: StackLayout, timeout: float = 120) -> dict[str, object]:
         "ready_after_seconds": round(time.monotonic() - started, 1),
         "layout": {k: str(v) for k, v in asdict(layout).items()},
     }
-    (layout.state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+    record.write_text(json.dumps(info, indent=2))
     (layout.state_dir / "stack.env").write_text(
         f"# source this file to talk to the local stack\n"
         f"export PREFECT_API_URL={layout.prefect_api_url}\n"
@@ -268,56 +284,56 @@ def up(layout: StackLayout, timeout: float = 120) -> dict[str, object]:
     return info
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in a process group, read from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        fields = _stat_fields(stat)
-        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if we are the parent (as in tests), so no zombie lingers."""
+def recorded_layout(layout: StackLayout) -> StackLayout:
+    """The layout `up` recorded in ``stack.json`` (its ports, its folders), else ``layout`` itself."""
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+        recorded = json.loads((layout.state_dir / "stack.json").read_text())["layout"]
+        return StackLayout(
+            state_dir=Path(recorded["state_dir"]),
+            prefect_home=Path(recorded["prefect_home"]),
+            mlflow_db=Path(recorded["mlflow_db"]),
+            mlflow_artifacts=Path(recorded["mlflow_artifacts"]),
+            prefect_port=int(recorded["prefect_port"]),
+            mlflow_port=int(recorded["mlflow_port"]),
+            host=recorded["host"],
+        )
+    except (OSError, ValueError, KeyError):
+        return layout
 
 
-def _stop(pid: int, grace: float) -> None:
-    """SIGTERM the process group (the service and its children), then SIGKILL what is left."""
+def stop_tree(root: psutil.Process, grace: float) -> list[psutil.Process]:
+    """SIGTERM a service and all its descendants (MLflow's huey consumers, the worker's flow runs),
+    wait up to ``grace`` seconds, SIGKILL what is left; returns the processes that had to be killed."""
     try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not group_members(pid):
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    time.sleep(0.5)
-    _reap(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return alive
 
 
 def down(layout: StackLayout, grace: float = 15) -> list[str]:
+    """Stop exactly what `up` started (verified by PID and environment marker), children included."""
     stopped = []
     for service in reversed(SERVICES):
         pid = _recorded_pid(layout, service)
-        if pid and _is_ours(pid, layout):
-            _stop(pid, grace)
-            stopped.append(f"{service} (pid {pid})")
+        process = _process(pid, layout)
+        if process is not None:
+            killed = stop_tree(process, grace)
+            stopped.append(f"{service} (pid {pid})" + (f", {len(killed)} killed after {grace:g}s" if killed else ""))
         layout.pid_file(service).unlink(missing_ok=True)
     return stopped
 
 
 def status(layout: StackLayout) -> dict[str, str]:
+    """Each service: 'running (pid N), healthy', '... NOT answering at URL', or 'stopped'."""
     health = {
         "prefect-server": f"{layout.prefect_api_url}/health",
         "mlflow-server": f"{layout.mlflow_url}/health",
@@ -325,11 +341,16 @@ def status(layout: StackLayout) -> dict[str, str]:
     report = {}
     for service in SERVICES:
         pid = _recorded_pid(layout, service)
-        if not pid or not _alive(pid) or not _is_ours(pid, layout):
+        if _process(pid, layout) is None:
             report[service] = "stopped"
             continue
         state = f"running (pid {pid})"
         if service in health:
-            state += ", healthy" if _http_ok(health[service]) else ", NOT answering"
+            state += ", healthy" if _http_ok(health[service]) else f", NOT answering at {health[service]}"
         report[service] = state
     return report
+
+
+def status_ok(report: dict[str, str]) -> bool:
+    """Everything runs and every server answers."""
+    return all(state.startswith("running") and "NOT answering" not in state for state in report.values())

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -39,6 +40,10 @@ def test_prefect_yaml_deploys_both_flows_to_the_configured_pool() -> None:
         assert "prefect.deployments.steps.set_working_directory" in step
 
 
+# Paths and ports that are not the stack's: `status` must take the real ones from stack.json.
+FAR_AWAY = (Path("/nonexistent/home"), Path("/nonexistent/db"), Path("/nonexistent/art"), 1, 2)
+
+
 @pytest.fixture(scope="module")
 def live_stack(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("stack")
@@ -53,13 +58,17 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory):
     os.environ["PREFECT_WORKER_QUERY_SECONDS"] = "2"  # the worker polls often, so the test is quick
     try:
         info = stack.up(layout, timeout=120)
+        assert stack.status_ok(stack.status(stack.recorded_layout(stack.StackLayout(layout.state_dir, *FAR_AWAY))))
         yield {"layout": layout, "info": info, "root": root}
     finally:
         os.environ.pop("PREFECT_WORKER_QUERY_SECONDS", None)
-        pids = [p for s in stack.SERVICES if (p := stack._recorded_pid(layout, s))]
+        started = [stack._process(stack._recorded_pid(layout, s), layout) for s in stack.SERVICES]
+        tree = [p for service in started if service for p in (service, *service.children(recursive=True))]
         stack.down(layout)
-        for pid in pids:  # nothing of the stack (children included) may survive
-            assert stack.group_members(pid) == [], f"processes left in group {pid}"
+        # nothing of the stack (children included) may survive
+        _, alive = psutil.wait_procs(tree, timeout=1)
+        assert alive == [], f"processes left: {alive}"
+        assert not stack.status_ok(stack.status(layout))
 
 
 def deployment_run(layout: stack.StackLayout, name: str, **params: str) -> tuple[int, str, str]:

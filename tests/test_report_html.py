@@ -1,0 +1,119 @@
+"""The self-contained validation report: no outside host, escaped cells, failures first, decision words."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT
+from heart_pipeline.contract import load_contract
+from heart_pipeline.report_html import capped_lines, render_validation_html, rule_checks, sorted_outcomes
+from tasks.validate import RuleOutcome, ValidationReport
+
+HOSTILE = '<script src="https://evil.example/x.js"></script><img src=//cdn.example/p.png>'
+
+
+class References(HTMLParser):
+    """Every URL-bearing attribute and every tag, as a browser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "action", "srcset", "poster", "data") and value is not None:
+                self.urls.append(value)
+
+
+def parse(html: str) -> References:
+    parser = References()
+    parser.feed(html)
+    return parser
+
+
+def outcome(rule: str, success: bool, severity: str = "warning", lines: list[int] | None = None, detail: str = ""):
+    lines = lines or []
+    return RuleOutcome(rule, rule.split("(")[0], None, severity, success, len(lines), lines, detail, "why " + rule)
+
+
+def report(decision: str, outcomes: list[RuleOutcome], quarantine: str | None = None) -> ValidationReport:
+    return ValidationReport(
+        data_path="/data/heart.csv",
+        fingerprint="ab" * 32,
+        rows_in=303,
+        rows_kept=301,
+        rows_quarantined=2,
+        quarantined_by_rule={},
+        duplicate_rows=1,
+        duplicate_lines=[166],
+        decision=decision,
+        critical_failures=[HOSTILE] if decision == "failed" else [],
+        warning_failures=["column 'thal' not in [1, 2, 3]: [0] at lines 50, 283"],
+        outcomes=outcomes,
+        quarantine_path=quarantine,
+    )
+
+
+@pytest.fixture(scope="module")
+def contract_checks() -> dict[str, str]:
+    import yaml
+
+    suite = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["contract"]["suite_path"]
+    return rule_checks(load_contract(PROJECT_ROOT / suite).rules)
+
+
+def test_no_outside_host_and_every_cell_escaped(contract_checks):
+    outcomes = [
+        outcome("expect_column_values_to_be_in_set(thal)", False, lines=[50, 283], detail=HOSTILE),
+        outcome("expect_column_values_to_not_be_null(age)", True),
+    ]
+    html = render_validation_html(report("failed", outcomes), contract_checks)
+    refs = parse(html)
+    outside = [u for u in refs.urls if urlparse(u).netloc or urlparse(u).scheme not in ("", "data")]
+    assert outside == [], outside
+    assert refs.urls == []  # nothing to fetch at all: no logo, no font, no stylesheet link
+    assert "script" not in refs.tags and "img" not in refs.tags and "link" not in refs.tags
+    assert "&lt;script src=&quot;https://evil.example/x.js&quot;&gt;" in html
+    assert "@import" not in html and "url(" not in html
+
+
+def test_failures_first_with_their_bound_and_capped_lines(contract_checks):
+    many = list(range(2, 40))
+    outcomes = [
+        outcome("expect_column_values_to_not_be_null(age)", True),
+        outcome("expect_column_values_to_be_between(chol)", False, lines=many, detail="chol outside"),
+        outcome("expect_column_values_to_be_in_set(target)", False, severity="critical", lines=[7], detail="bad"),
+    ]
+    ordered = sorted_outcomes(outcomes)
+    assert [o.rule for o in ordered] == [
+        "expect_column_values_to_be_in_set(target)",
+        "expect_column_values_to_be_between(chol)",
+        "expect_column_values_to_not_be_null(age)",
+    ]
+    html = render_validation_html(report("quarantined", outcomes, "/runs/x/validation/quarantine.csv"), contract_checks)
+    body = html.split("<tbody>")[1]
+    assert body.index("in_set(target)") < body.index("between(chol)") < body.index("not_be_null(age)")
+    assert "between 100 and 600" in body and "one of 0, 1" in body
+    assert "+18 more; full list in quarantine.csv" in body
+    assert capped_lines([1, 2, 3], "x.csv", limit=2) == "1, 2 +1 more; full list in x.csv"
+
+
+@pytest.mark.parametrize("decision", ["passed", "quarantined", "failed"])
+def test_status_agrees_with_the_pipeline_decision(decision):
+    html = render_validation_html(report(decision, [outcome("expect_column_values_to_not_be_null(age)", True)]))
+    assert f"<h1>Data-quality gate: {decision}</h1>" in html
+    assert f'class="banner {decision}"' in html
+    other = {"passed", "quarantined", "failed"} - {decision}
+    assert not any(f"gate: {word}" in html for word in other)
+
+
+def test_report_path_is_in_the_validation_folder(tmp_path: Path):
+    from heart_pipeline.report_html import report_html_path
+
+    assert report_html_path(tmp_path / "validation") == tmp_path / "validation" / "report.html"
