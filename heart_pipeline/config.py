@@ -25,6 +25,8 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     path: Path
+    bundled_source: Path
+    bundled_format: Literal["uci", "kaggle"]
     target: str = "target"
     na_values: list[str] = Field(default_factory=lambda: ["?"])
     max_file_mb: float = Field(50, gt=0)

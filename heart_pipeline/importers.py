@@ -26,7 +26,7 @@ import pandas as pd
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.codebook import Codebook, ForeignCoding
 from heart_pipeline.errors import DataError, cell
-from heart_pipeline.files import write_atomic
+from heart_pipeline.files import read_input_bytes, write_atomic
 
 MAX_LINES_LISTED = 5
 
@@ -242,6 +242,16 @@ def convert_file(fmt: str, data: bytes, source: Path, out: Path, book: Codebook)
     write_atomic(out, csv_bytes)
     write_atomic(provenance_path(out), json.dumps(provenance, indent=2).encode("utf-8"))
     return {**provenance, "provenance_file": str(provenance_path(out))}
+
+
+def convert_bundled_default(source: Path, fmt: str, out: Path, book: Codebook, max_bytes: int) -> str:
+    """Write the bundled default data (``source``, in format ``fmt``) to ``out`` in our codebook;
+    returns a one-line provenance (the full record is in the sidecar)."""
+    record = convert_file(fmt, read_input_bytes(source, max_bytes, "data.max_memory_mb"), source, out, book)
+    return (
+        f"bundled {source.name} (sha256 {record['source_sha256'][:12]}) converted by the {fmt} importer to "
+        f"codebook v{book.version}, label {book.label_short}; record in {Path(record['provenance_file']).name}"
+    )
 
 
 def from_ours(frame: pd.DataFrame, coding: ForeignCoding) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from heart_pipeline.cli import main
 from heart_pipeline.codebook import load_codebook
 from heart_pipeline.config import PROJECT_ROOT
 from heart_pipeline.errors import DataError
-from heart_pipeline.importers import convert, from_ours, provenance_path
+from heart_pipeline.importers import convert, convert_bundled_default, from_ours, provenance_path
 
 BUNDLED = PROJECT_ROOT / "data" / "processed.cleveland.data"
 BOOK = load_codebook()
@@ -112,3 +112,11 @@ def test_convert_command_writes_csv_and_provenance(tmp_path: Path, ours: pd.Data
 def test_convert_command_refuses_special_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["convert", "--from", "uci", "/proc/self/environ", "--out", str(tmp_path / "x.csv")]) == 1
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_bundled_default_is_converted_with_provenance(tmp_path: Path, ours: pd.DataFrame) -> None:
+    out = tmp_path / "data" / "heart.csv"
+    line = convert_bundled_default(BUNDLED, "uci", out, BOOK, 2**20)
+    assert "processed.cleveland.data" in line and "num>0" in line
+    assert len(pd.read_csv(out)) == 303
+    assert json.loads(provenance_path(out).read_text())["rows"] == 303

@@ -1,0 +1,128 @@
+import errno
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from heart_pipeline.errors import DataError
+from heart_pipeline.files import read_input_bytes, write_atomic
+from heart_pipeline.reading import ParsedTable, declare_disease_label, parse_heart_table
+
+# --- reading: headers, delimiters, line numbers, budgets, special files, Parquet ---------------
+
+COLUMNS = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+    "target",
+]
+
+
+def _parse(data: bytes, max_rows: int = 10_000, max_memory_bytes: int = 2**30) -> ParsedTable:
+    return parse_heart_table(data, "in.csv", ["?"], COLUMNS, max_rows, max_memory_bytes)
+
+
+def test_headerless_file_is_named_as_such(clean_frame: pd.DataFrame) -> None:
+    data = clean_frame.head(5).to_csv(index=False, header=False).encode()
+    with pytest.raises(DataError, match=r"no header row .* expected age,sex,.*convert --from uci") as error:
+        _parse(data)
+    assert "\n" not in str(error.value)
+
+
+def test_whitespace_separated_file_gets_a_delimiter_hint(clean_frame: pd.DataFrame) -> None:
+    data = clean_frame.head(5).to_csv(index=False, sep=" ").encode()
+    with pytest.raises(DataError, match="looks whitespace-separated"):
+        _parse(data)
+
+
+def test_duplicate_column_name_is_reported_as_such(clean_frame: pd.DataFrame) -> None:
+    frame = clean_frame.head(5)
+    data = frame.to_csv(index=False).replace("chol", "age", 1).encode()
+    with pytest.raises(DataError, match=r"column name 'age' appears twice in the header \(columns 1 and 5\)"):
+        _parse(data)
+
+
+def test_quoted_newline_does_not_shift_line_numbers(clean_frame: pd.DataFrame) -> None:
+    lines = clean_frame.head(4).to_csv(index=False).splitlines()
+    first = lines[1].split(",")
+    first[0] = '"6\n3"'  # a quoted field spanning lines 2-3
+    text = "\n".join([lines[0], ",".join(first), "", lines[2], lines[3], lines[4]]) + "\n"
+    parsed = _parse(text.encode())
+    assert parsed.source_lines == [2, 5, 6, 7]
+
+
+def test_forty_megabyte_cell_gives_a_short_message(tmp_path: Path, clean_frame: pd.DataFrame) -> None:
+    lines = clean_frame.head(60).to_csv(index=False).splitlines()
+    cells = lines[3].split(",")
+    cells[4] = "x" * 40_000_000
+    lines[3] = ",".join(cells)
+    parsed = _parse(("\n".join(lines) + "\n").encode())
+    assert parsed.cells_truncated == 1
+    assert len(str(parsed.frame["chol"].iloc[2])) < 300
+
+
+def test_row_and_memory_budgets_name_their_config_keys(clean_frame: pd.DataFrame) -> None:
+    data = clean_frame.to_csv(index=False).encode()
+    with pytest.raises(DataError, match=r"more than 100 data rows, the budget set by data.max_rows"):
+        _parse(data, max_rows=100)
+    with pytest.raises(DataError, match=r"MB budget \(data.max_memory_mb\)"):
+        _parse(data, max_memory_bytes=1000)
+
+
+@pytest.mark.parametrize("special", ["/proc/self/environ", "/dev/zero", "/proc/self/status"])
+def test_special_files_are_refused_before_reading(special: str) -> None:
+    with pytest.raises(DataError, match="refusing to read it") as error:
+        read_input_bytes(Path(special), 2**20, "data.max_memory_mb")
+    assert "PATH=" not in str(error.value)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        read_input_bytes(fifo, 2**20, "data.max_memory_mb")
+
+
+def test_file_above_the_memory_budget_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"a" * 3000)
+    with pytest.raises(DataError, match=r"above the .* MB budget \(data.max_memory_mb\)"):
+        read_input_bytes(path, 1000, "data.max_memory_mb")
+
+
+def test_disk_full_names_the_path_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills while the file is flushed
+    target = tmp_path / "out" / "heart.csv"
+    with pytest.raises(DataError, match=r"out/heart.csv: cannot write: disk full"):
+        write_atomic(target, b"x")
+    assert list(target.parent.iterdir()) == []
+
+
+def test_parquet_is_read_like_csv(tmp_path: Path, clean_frame: pd.DataFrame) -> None:
+    path = tmp_path / "heart.parquet"
+    clean_frame.to_parquet(path, index=False)
+    parsed = _parse(path.read_bytes())
+    assert parsed.file_format == "parquet"
+    pd.testing.assert_frame_equal(parsed.frame, clean_frame, check_dtype=False)
+    with pytest.raises(DataError, match=r"data\.max_rows"):
+        _parse(path.read_bytes(), max_rows=10)
+
+
+def test_declared_disease_label_flips_only_zero_and_one() -> None:
+    frame = pd.DataFrame({"target": [0, 1, 1, 2]})
+    assert declare_disease_label(frame, "target", 0)["target"].tolist() == [1, 0, 0, 2]
+    assert declare_disease_label(frame, "target", 1) is frame
