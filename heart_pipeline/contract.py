@@ -18,7 +18,7 @@ Severity = Literal["critical", "warning"]
 
 @dataclass(frozen=True)
 class Rule:
-    """One expectation of the suite, with the severity and reason from its meta."""
+    """One expectation of the suite, with GE's native severity and its reason (GE's ``notes``)."""
 
     type: str
     kwargs: dict[str, Any]
@@ -31,9 +31,14 @@ class Rule:
 
     @property
     def name(self) -> str:
-        """A short, stable identifier such as ``expect_column_values_to_be_between(chol)``."""
-        target = self.column or ("rows" if self.type == "expect_compound_columns_to_be_unique" else "table")
-        return f"{self.type}({target})"
+        return rule_name(self.type, self.kwargs)
+
+
+def rule_name(expectation_type: str, kwargs: dict[str, Any]) -> str:
+    """A short, stable identifier such as ``expect_column_values_to_be_between(chol)``, from an
+    expectation's type and kwargs (so GE's own results name their rule without a lookup)."""
+    target = kwargs.get("column") or ("rows" if expectation_type == "expect_compound_columns_to_be_unique" else "table")
+    return f"{expectation_type}({target})"
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,26 @@ class Contract:
                 return rule.why
         return ""
 
+    @property
+    def label_column(self) -> str:
+        """The label: the column whose rule demands every class (a file of one class cannot train)."""
+        for rule in self.rules:
+            if rule.type == "expect_column_distinct_values_to_contain_set" and rule.column:
+                return rule.column
+        raise ConfigError(f"contract {self.name}: no expect_column_distinct_values_to_contain_set rule names the label")
+
+    @property
+    def max_disease_share_change(self) -> float:
+        """How far quarantine may move the share of disease rows before the gate warns (suite meta)."""
+        return float((self.raw.get("meta") or {}).get("max_disease_share_change", 1.0))
+
     def for_scoring(self, target: str) -> Contract:
         """The contract for unlabelled patients: no target rules, and any number of rows is fine
         (the minimum row count protects training, not scoring)."""
         expectations = []
         for exp in self.raw["expectations"]:
             kwargs = exp["kwargs"]
-            if kwargs.get("column") == target:
+            if target in (kwargs.get("column"), kwargs.get("target")):
                 continue
             if exp["type"] == "expect_table_row_count_to_be_between":
                 exp = {**exp, "kwargs": {**kwargs, "min_value": 1}}
@@ -80,15 +98,20 @@ class Contract:
         return contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
 
 
+def notes_text(expectation: dict[str, Any]) -> str:
+    """GE's ``notes`` field as one string (GE allows a string or a list of strings)."""
+    notes = expectation.get("notes") or ""
+    return " ".join(notes) if isinstance(notes, list) else str(notes)
+
+
 def contract_from_dict(raw: dict[str, Any]) -> Contract:
     rules: list[Rule] = []
     columns: list[str] = []
     for exp in raw["expectations"]:
-        meta = exp.get("meta") or {}
-        severity = meta.get("severity")
+        severity = exp.get("severity")
         if severity not in ("critical", "warning"):
-            raise ConfigError(f"contract {raw.get('name')}: {exp['type']} has no meta.severity of critical|warning")
-        rules.append(Rule(type=exp["type"], kwargs=dict(exp["kwargs"]), severity=severity, why=meta.get("why", "")))
+            raise ConfigError(f"contract {raw.get('name')}: {exp['type']} has no severity of critical|warning")
+        rules.append(Rule(type=exp["type"], kwargs=dict(exp["kwargs"]), severity=severity, why=notes_text(exp)))
         if exp["type"] == "expect_table_columns_to_match_ordered_list":
             columns = list(exp["kwargs"]["column_list"])
     if not columns:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ import heart_pipeline.contract
 import tasks.load
 from heart_pipeline.caching import cache_key_for
 from heart_pipeline.config import Settings
-from heart_pipeline.contract import Contract, Rule
+from heart_pipeline.contract import Contract, rule_name
 from heart_pipeline.errors import DataError
 from tasks.load import RawData, read_heart_csv
 
@@ -27,11 +26,12 @@ FINITE_RULE = "finite_numbers"
 COLUMNS_RULE = "expect_table_columns_to_match_ordered_list"
 UNIQUE_RULE = "expect_compound_columns_to_be_unique"
 MAX_LINES_IN_MESSAGE = 8
+MAX_LINES_IN_REPORT = 20  # per rule in the JSON report; quarantine.csv lists every line
 
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """The result of one rule on one file, with failing rows as file line numbers."""
+    """The result of one rule on one file, read from GE's own result (severity, notes, index)."""
 
     rule: str
     expectation: str
@@ -39,7 +39,7 @@ class RuleOutcome:
     severity: str
     success: bool
     unexpected_count: int
-    lines: list[int]
+    lines: list[int]  # the first MAX_LINES_IN_REPORT failing file lines; quarantine.csv holds them all
     detail: str
     why: str
 
@@ -52,8 +52,8 @@ class ValidationReport:
     rows_kept: int
     rows_quarantined: int
     quarantined_by_rule: dict[str, int]
-    duplicate_rows: int
-    duplicate_lines: list[int]
+    duplicate_rows: int  # extra copies of an earlier row: kept here, dropped by preprocess before the split
+    duplicate_lines: list[int]  # the first MAX_LINES_IN_REPORT of them
     decision: str  # passed | quarantined | failed
     critical_failures: list[str]
     warning_failures: list[str]
@@ -62,6 +62,9 @@ class ValidationReport:
     quarantine_path: str | None = None
     report_path: str | None = None
     data_docs_path: str | None = None
+    distinct_rows: int = 0
+    disease_share_in: float | None = None  # share of target = 1 before and after quarantine
+    disease_share_kept: float | None = None
 
     @property
     def validated_file(self) -> Path:
@@ -95,16 +98,32 @@ class ValidationReport:
             "rows_quarantined": self.rows_quarantined,
             "quarantined_by_rule": self.quarantined_by_rule,
             "duplicate_rows": self.duplicate_rows,
-            "duplicate_lines": self.duplicate_lines,
+            "distinct_rows": self.distinct_rows,
+            "disease_share_in": self.disease_share_in,
+            "disease_share_kept": self.disease_share_kept,
             "critical_failures": self.critical_failures,
             "warning_failures": self.warning_failures,
         }
 
 
-def _format_lines(lines: list[int]) -> str:
+def exact_percent(part: int, whole: int) -> str:
+    """``99.7%`` for 293 of 294: one decimal, more when rounding would say 0% or 100% of a part
+    that is neither none nor all."""
+    share = 100 * part / whole if whole else 0.0
+    for decimals in range(1, 7):
+        text = f"{share:.{decimals}f}"
+        if (0 < part < whole) and float(text) in (0.0, 100.0):
+            continue
+        return f"{text}%"
+    return f"{share}%"
+
+
+def _format_lines(lines: list[int], total: int | None = None) -> str:
+    """``lines 3, 9 (+40 more)``: at most MAX_LINES_IN_MESSAGE, the rest counted (quarantine.csv has all)."""
+    total = len(lines) if total is None else total
     shown = ", ".join(str(n) for n in lines[:MAX_LINES_IN_MESSAGE])
-    more = len(lines) - MAX_LINES_IN_MESSAGE
-    return f"line{'s' if len(lines) > 1 else ''} {shown}" + (f" (+{more} more)" if more > 0 else "")
+    more = total - min(len(lines), MAX_LINES_IN_MESSAGE)
+    return f"line{'s' if total > 1 else ''} {shown}" + (f" (+{more} more)" if more > 0 else "")
 
 
 def _is_numeric(series: pd.Series) -> bool:
@@ -118,28 +137,49 @@ def find_non_numeric_cells(series: pd.Series) -> pd.Series:
 
 
 def find_non_finite_cells(frame: pd.DataFrame) -> dict[str, list[int]]:
-    """Positions of inf/-inf per numeric column: no instrument reports infinity, so it means a broken export."""
+    """Index labels (file lines) of inf/-inf per numeric column: no instrument reports infinity, so
+    it means a broken export."""
     found: dict[str, list[int]] = {}
     for column in frame.columns:
         if _is_numeric(frame[column]):
             values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
-            positions = np.flatnonzero(np.isinf(values)).tolist()
-            if positions:
-                found[str(column)] = positions
+            labels = frame.index[np.isinf(values)].tolist()
+            if labels:
+                found[str(column)] = labels
     return found
 
 
+@dataclass(frozen=True)
+class GeOutcome:
+    """One expectation's result as GE returns it, with the contract's fields read back from GE."""
+
+    type: str
+    kwargs: dict[str, Any]
+    severity: str
+    notes: str
+    success: bool
+    result: dict[str, Any]
+    exception: str | None
+
+    @property
+    def failing_lines(self) -> list[int]:
+        """GE's unexpected index list: file lines, because the frame's index is the file's lines."""
+        return [int(i) for i in self.result.get("unexpected_index_list") or []]
+
+
 def run_expectation_suite(
-    frame: pd.DataFrame, contract: Contract, docs_root: Path | None
-) -> tuple[list[dict[str, Any]], str | None]:
+    frame: pd.DataFrame, suite_name: str, expectations: list[dict[str, Any]], docs_root: Path | None
+) -> tuple[list[GeOutcome], str | None]:
     """Run the suite with Great Expectations; return per-expectation results and the Data Docs index.
 
-    With ``docs_root`` a file-backed context is created there (one per run, so concurrent runs
-    never share GE state) and Data Docs HTML is built; without it the context is ephemeral.
+    ``frame`` is indexed by file line, so GE's ``unexpected_index_list`` holds file lines. With
+    ``docs_root`` a file-backed context is created there (one per run, so concurrent runs never
+    share GE state) and Data Docs HTML is built; without it the context is ephemeral.
     """
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     import great_expectations as gx
+    import heart_pipeline.expectations  # noqa: F401  (registers the contract's custom expectations)
 
     if docs_root is None:
         context = gx.get_context(mode="ephemeral")
@@ -147,41 +187,48 @@ def run_expectation_suite(
         docs_root.mkdir(parents=True, exist_ok=True)
         context = gx.get_context(mode="file", project_root_dir=str(docs_root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    suite = context.suites.add(
-        gx.ExpectationSuite(
-            name=contract.name, expectations=contract.raw["expectations"], meta=contract.raw.get("meta")
-        )
-    )
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     batch_definition = (
         context.data_sources.add_or_update_pandas("heart_csv")
         .add_dataframe_asset("raw_rows")
         .add_batch_definition_whole_dataframe("whole_file")
     )
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{contract.name}_validation", data=batch_definition, suite=suite)
+        gx.ValidationDefinition(name=f"{suite_name}_validation", data=batch_definition, suite=suite)
     )
     actions = [] if docs_root is None else [gx.checkpoint.UpdateDataDocsAction(name="build_data_docs")]
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name=f"{contract.name}_checkpoint",
+            name=f"{suite_name}_checkpoint",
             validation_definitions=[validation],
             actions=actions,
-            result_format={"result_format": "COMPLETE"},
+            # COMPLETE for the failing index (quarantine needs every row); the values themselves
+            # are read from the frame, so GE keeps no second unbounded list of values, nor a query
+            # string that spells out every index.
+            result_format={
+                "result_format": "COMPLETE",
+                "exclude_unexpected_values": True,
+                "return_unexpected_index_query": False,
+            },
         )
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame})
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[GeOutcome] = []
     for run_result in result.run_results.values():
         for item in run_result.results:
+            config = item.expectation_config
             raised = bool(item.exception_info and item.exception_info.get("raised_exception"))
+            notes = config.notes or ""
             outcomes.append(
-                {
-                    "type": item.expectation_config.type,
-                    "kwargs": dict(item.expectation_config.kwargs),
-                    "success": bool(item.success),
-                    "result": dict(item.result or {}),
-                    "exception": (item.exception_info or {}).get("exception_message") if raised else None,
-                }
+                GeOutcome(
+                    type=config.type,
+                    kwargs=dict(config.kwargs),
+                    severity=str(getattr(config.severity, "value", config.severity)),
+                    notes=" ".join(notes) if isinstance(notes, list) else str(notes),
+                    success=bool(item.success),
+                    result=dict(item.result or {}),
+                    exception=(item.exception_info or {}).get("exception_message") if raised else None,
+                )
             )
     docs_index = None
     if docs_root is not None:
@@ -190,69 +237,96 @@ def run_expectation_suite(
     return outcomes, docs_index
 
 
-def _match_rule(contract: Contract, ge_outcome: dict[str, Any]) -> Rule:
-    for rule in contract.rules:
-        if rule.type == ge_outcome["type"] and rule.kwargs.get("column") == ge_outcome["kwargs"].get("column"):
-            if rule.type != "expect_column_values_to_be_in_set" or rule.kwargs["value_set"] == list(
-                ge_outcome["kwargs"].get("value_set", [])
-            ):
-                return rule
-    raise KeyError(ge_outcome["type"])
+def _describe_columns(frame: pd.DataFrame, contract: Contract) -> str:
+    actual = [str(c) for c in frame.columns]
+    missing = [c for c in contract.columns if c not in actual]
+    extra = [c for c in actual if c not in contract.columns]
+    if len(actual) == 1 and ";" in actual[0]:
+        return f"the file looks ';'-delimited (one column {actual[0][:40]!r}...); the contract expects ','"
+    if not missing and not extra:
+        return f"columns are out of order: expected {contract.columns}, found {actual}"
+    parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+    return "columns do not match the contract: " + ", ".join(p for p in parts if p)
 
 
-def _describe(rule: Rule, result: dict[str, Any], frame: pd.DataFrame, lines: list[int], contract: Contract) -> str:
-    """A short human description of a failed rule."""
-    column = rule.column
-    if rule.type == COLUMNS_RULE:
-        actual = [str(c) for c in frame.columns]
-        missing = [c for c in contract.columns if c not in actual]
-        extra = [c for c in actual if c not in contract.columns]
-        if len(actual) == 1 and ";" in actual[0]:
-            return f"the file looks ';'-delimited (one column {actual[0][:40]!r}...); the contract expects ','"
-        if not missing and not extra:
-            return f"columns are out of order: expected {contract.columns}, found {actual}"
-        parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
-        return "columns do not match the contract: " + ", ".join(p for p in parts if p)
-    if rule.type == "expect_table_row_count_to_be_between":
-        return f"has {len(frame)} data rows; at least {rule.kwargs.get('min_value')} are needed"
-    if rule.type == "expect_column_values_to_be_in_type_list":
-        if column not in frame.columns:
-            return f"column '{column}' is absent"
+def _describe(ge: GeOutcome, frame: pd.DataFrame, contract: Contract) -> str:
+    """A short human description of a failed rule: its column, its meaning, and where."""
+    column = ge.kwargs.get("column")
+    details = ge.result.get("details") or {}
+    if isinstance(details, dict) and details.get("reason"):
+        return str(details["reason"])  # the contract's custom expectations word their own reason
+    if ge.type == COLUMNS_RULE:
+        return _describe_columns(frame, contract)
+    if ge.type == "expect_table_row_count_to_be_between":
+        return f"has {len(frame)} data rows; at least {ge.kwargs.get('min_value')} are needed"
+    if column is not None and column not in frame.columns:
+        return f"column '{column}' is absent"
+    if ge.type == "expect_column_values_to_be_in_type_list":
         bad = find_non_numeric_cells(frame[column])
         if len(bad):
-            bad_lines = [lines[frame.index.get_loc(i)] for i in bad.index]
-            return f"column '{column}' is not numeric: {bad.iloc[0]!r} at {_format_lines(bad_lines)}"
+            return f"column '{column}' is not numeric: {bad.iloc[0]!r} at {_format_lines(bad.index.tolist())}"
         return f"column '{column}' has type {frame[column].dtype}, expected a number"
-    if rule.type == "expect_column_distinct_values_to_contain_set":
-        observed = sorted(pd.Series(frame[column]).dropna().unique().tolist()) if column in frame else []
-        return f"column '{column}' holds only {observed}; every class of {rule.kwargs['value_set']} is needed"
-    if rule.type == UNIQUE_RULE:
-        return describe_duplicates(frame, lines)
-    failing = lines_of(result, lines)
-    if rule.type == "expect_column_values_to_not_be_null":
-        return f"column '{column}' is missing at {_format_lines(failing)}"
-    values = sorted({_plain(v) for v in result.get("unexpected_list", [])}, key=str)[:5]
-    if rule.type == "expect_column_values_to_be_between":
-        bound = f"[{rule.kwargs.get('min_value')}, {rule.kwargs.get('max_value')}]"
-        return f"column '{column}' outside {bound}: {values} at {_format_lines(failing)}"
-    if rule.type == "expect_column_values_to_be_in_set":
-        return f"column '{column}' not in {rule.kwargs['value_set']}: {values} at {_format_lines(failing)}"
-    return f"{rule.name} failed at {_format_lines(failing)}" if failing else f"{rule.name} failed"
+    if ge.type == "expect_column_distinct_values_to_contain_set":
+        observed = sorted(pd.Series(frame[column]).dropna().unique().tolist())
+        return f"column '{column}' holds only {observed}; every class of {ge.kwargs['value_set']} is needed"
+    if ge.type == "expect_column_proportion_of_non_null_values_to_be_between":
+        missing = int(frame[column].isna().sum())
+        allowed = 1 - float(ge.kwargs.get("min_value") or 0)
+        return (
+            f"column '{column}' is {exact_percent(missing, len(frame))} missing ({missing} of {len(frame)} rows; "
+            f"at most {allowed:.0%} may be): it is not recorded in this file, so no row can be trusted for it"
+        )
+    if ge.type == "expect_column_unique_value_count_to_be_between":
+        values = frame[column].dropna().unique().tolist()
+        shown = _plain(values[0]) if values else "nothing"
+        return (
+            f"column '{column}' holds the single value {shown} in every row with a value: "
+            "a placeholder or a broken export, not a measurement"
+        )
+    if ge.type == UNIQUE_RULE:
+        return describe_duplicates(frame)
+    failing = ge.failing_lines
+    count = int(ge.result.get("unexpected_count") or len(failing))
+    where = _format_lines(failing, count)
+    if ge.type == "expect_column_values_to_not_be_null":
+        return f"column '{column}' is missing at {where}"
+    values = sorted({_plain(v) for v in frame.loc[failing[:1000], column].dropna().tolist()}, key=str)[:5]
+    if ge.type == "expect_column_values_to_be_between":
+        bound = f"[{ge.kwargs.get('min_value')}, {ge.kwargs.get('max_value')}]"
+        return f"column '{column}' outside {bound}: {values} at {where}"
+    if ge.type == "expect_column_values_to_be_in_set":
+        return f"column '{column}' not in {ge.kwargs['value_set']}: {values} at {where}"
+    name = rule_name(ge.type, ge.kwargs)
+    return f"{name} failed at {where}" if failing else f"{name} failed"
 
 
-def describe_duplicates(frame: pd.DataFrame, lines: list[int]) -> str:
-    """'line 166 repeats line 165': GE flags every copy, but only the extra copies are dropped."""
-    first_line_of: dict[tuple[Any, ...], int] = {}
-    repeats: list[str] = []
-    for position, row in enumerate(frame.itertuples(index=False, name=None)):
-        key = tuple("<NA>" if pd.isna(v) else v for v in row)
-        if key in first_line_of:
-            repeats.append(f"line {lines[position]} repeats line {first_line_of[key]}")
-        else:
-            first_line_of[key] = lines[position]
-    shown = ", ".join(repeats[:MAX_LINES_IN_MESSAGE])
-    more = len(repeats) - MAX_LINES_IN_MESSAGE
-    return f"{len(repeats)} exact duplicate row(s): {shown}" + (f" (+{more} more)" if more > 0 else "")
+def duplicate_mask(frame: pd.DataFrame) -> pd.Series:
+    """True for each extra copy of an earlier row (missing values compare equal)."""
+    return frame.duplicated(keep="first")
+
+
+def describe_duplicates(frame: pd.DataFrame) -> str:
+    """'723 of 1025 rows (70.5%) repeat an earlier row: 302 distinct; line 166 repeats line 165, ...'
+
+    Vectorised: the mask is pandas' exact row comparison; a row hash maps the few listed copies
+    to the line of their first occurrence.
+    """
+    extra = duplicate_mask(frame)
+    count = int(extra.sum())
+    if not count:
+        return "no duplicate rows"
+    keys = pd.util.hash_pandas_object(frame, index=False)
+    first_line_of = pd.Series(frame.index[~extra.to_numpy()], index=keys[~extra].to_numpy())
+    first_line_of = first_line_of[~first_line_of.index.duplicated()]
+    shown_lines = frame.index[extra.to_numpy()][:MAX_LINES_IN_MESSAGE]
+    firsts = first_line_of.reindex(keys[extra].to_numpy()[:MAX_LINES_IN_MESSAGE]).tolist()
+    shown = ", ".join(f"line {line} repeats line {first}" for line, first in zip(shown_lines, firsts, strict=True))
+    more = count - len(shown_lines)
+    return (
+        f"{count} of {len(frame)} rows ({exact_percent(count, len(frame))}) repeat an earlier row, "
+        f"{len(frame) - count} distinct; the copies are dropped before the split: {shown}"
+        + (f" (+{more} more)" if more > 0 else "")
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -263,30 +337,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def lines_of(result: dict[str, Any], lines: list[int]) -> list[int]:
-    positions = result.get("unexpected_index_list") or []
-    return [lines[int(p)] for p in positions if isinstance(p, (int, np.integer)) and 0 <= int(p) < len(lines)]
+def assess_outcomes(frame: pd.DataFrame, contract: Contract, ge_outcomes: list[GeOutcome]) -> list[RuleOutcome]:
+    """Turn GE's results (plus the finite-number check GE lacks) into RuleOutcomes.
 
-
-def assess_outcomes(
-    frame: pd.DataFrame, source_lines: list[int], contract: Contract, ge_outcomes: list[dict[str, Any]]
-) -> list[RuleOutcome]:
-    """Turn raw GE results (plus the finite-number check GE lacks) into RuleOutcomes."""
+    ``frame`` is indexed by file line. Severity and reason come from GE's own result fields.
+    """
     outcomes: list[RuleOutcome] = []
-    for ge_outcome in ge_outcomes:
-        rule = _match_rule(contract, ge_outcome)
-        result = ge_outcome["result"]
-        failing = lines_of(result, source_lines)
-        success = ge_outcome["success"]
-        detail = "" if success else _describe(rule, result, frame, source_lines, contract)
-        if ge_outcome["exception"] and not success and rule.column and rule.column not in frame.columns:
-            detail = f"column '{rule.column}' is absent"
-        count = int(result.get("unexpected_count") or len(failing))
+    for ge in ge_outcomes:
+        failing = ge.failing_lines
+        detail = "" if ge.success else _describe(ge, frame, contract)
+        count = int(ge.result.get("unexpected_count") or len(failing))
         outcomes.append(
-            RuleOutcome(rule.name, rule.type, rule.column, rule.severity, success, count, failing, detail, rule.why)
+            RuleOutcome(
+                rule_name(ge.type, ge.kwargs),
+                ge.type,
+                ge.kwargs.get("column"),
+                ge.severity,
+                ge.success,
+                count,
+                failing[:MAX_LINES_IN_REPORT],
+                detail,
+                ge.notes,
+            )
         )
-    for column, positions in find_non_finite_cells(frame).items():
-        bad_lines = [source_lines[p] for p in positions]
+    for column, bad_lines in find_non_finite_cells(frame).items():
         outcomes.append(
             RuleOutcome(
                 f"{FINITE_RULE}({column})",
@@ -294,8 +368,8 @@ def assess_outcomes(
                 column,
                 "critical",
                 False,
-                len(positions),
-                bad_lines,
+                len(bad_lines),
+                bad_lines[:MAX_LINES_IN_REPORT],
                 f"column '{column}' has non-finite values (inf) at {_format_lines(bad_lines)}",
                 "Infinity is not a measurement; it means the export that wrote the file is broken.",
             )
@@ -303,38 +377,37 @@ def assess_outcomes(
     return outcomes
 
 
-def quarantine_invalid_rows(
-    frame: pd.DataFrame, source_lines: list[int], outcomes: list[RuleOutcome]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split rows into kept and quarantined. Each quarantine line says which rule and value failed.
+def quarantines(ge: GeOutcome) -> bool:
+    """Whether a failed result sends its rows to quarantine: row-level warning rules do; duplicates
+    are dropped by preprocess instead (the first copy still trains), and table-level warnings
+    (shift, duplicates) have no rows of their own."""
+    return not ge.success and ge.severity == "warning" and ge.type != UNIQUE_RULE and bool(ge.failing_lines)
 
-    Duplicates are not quarantined here: the preprocess step drops the extra copies (and writes
-    them out) so that the first copy still trains.
+
+def quarantine_invalid_rows(frame: pd.DataFrame, ge_outcomes: list[GeOutcome]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split rows (indexed by file line) into kept and quarantined, without a per-row loop.
+
+    Each quarantine row says which line, rule, column and value failed, then the whole row.
     """
-    line_to_position = {line: pos for pos, line in enumerate(source_lines)}
-    records: list[dict[str, Any]] = []
-    bad_positions: set[int] = set()
-    for outcome in outcomes:
-        if outcome.success or outcome.severity != "warning" or outcome.expectation == UNIQUE_RULE:
+    pieces: list[pd.DataFrame] = []
+    for ge in ge_outcomes:
+        if not quarantines(ge):
             continue
-        for line in outcome.lines:
-            position = line_to_position[line]
-            bad_positions.add(position)
-            value = frame.iloc[position][outcome.column] if outcome.column in frame.columns else None
-            records.append(
-                {
-                    "source_line": line,
-                    "column": outcome.column,
-                    "rule": outcome.rule,
-                    "value": None if value is None or pd.isna(value) else _plain(value),
-                    **frame.iloc[[position]].to_dict("records")[0],
-                }
-            )
-    keep = [pos for pos in range(len(frame)) if pos not in bad_positions]
-    quarantine = pd.DataFrame.from_records(
-        records, columns=["source_line", "column", "rule", "value", *[str(c) for c in frame.columns]]
-    )
-    return frame.iloc[keep].reset_index(drop=True), quarantine.sort_values(["source_line", "rule"], kind="stable")
+        lines = pd.Index(ge.failing_lines)
+        column = ge.kwargs.get("column")
+        rows = frame.loc[lines]
+        values = rows[column].to_numpy(dtype=object) if column in frame.columns else None
+        head = pd.DataFrame(
+            {"source_line": lines, "column": column, "rule": rule_name(ge.type, ge.kwargs), "value": values}
+        )
+        pieces.append(pd.concat([head, rows.reset_index(drop=True)], axis=1))
+    columns = ["source_line", "column", "rule", "value", *[str(c) for c in frame.columns]]
+    if not pieces:
+        return frame, pd.DataFrame(columns=columns)
+    quarantine = pd.concat(pieces, ignore_index=True)[columns]
+    quarantine["value"] = quarantine["value"].map(lambda v: None if pd.isna(v) else _plain(v))
+    bad = frame.index.isin(quarantine["source_line"].to_numpy())
+    return frame.loc[~bad], quarantine.sort_values(["source_line", "rule"], kind="stable", ignore_index=True)
 
 
 def decide(
@@ -354,10 +427,7 @@ def decide(
         if warnings and on_warning == "fail":
             critical = [f"warning rules fail and validation.on_warning is 'fail': {w}" for w in warnings]
         elif rows_in and rows_quarantined / rows_in > max_invalid_fraction:
-            critical = [
-                f"{rows_quarantined} of {rows_in} rows ({rows_quarantined / rows_in:.0%}) fail warning rules, "
-                f"above validation.max_invalid_fraction={max_invalid_fraction:g}; first: {warnings[0]}"
-            ]
+            critical = [too_many_invalid(outcomes, rows_in, rows_quarantined, max_invalid_fraction)]
         elif rows_in - rows_quarantined < min_rows:
             critical = [f"only {rows_in - rows_quarantined} rows pass the gate; at least {min_rows} are needed"]
     if critical:
@@ -365,11 +435,40 @@ def decide(
     return ("quarantined" if rows_quarantined else "passed"), critical, warnings
 
 
+def too_many_invalid(outcomes: list[RuleOutcome], rows_in: int, rows_quarantined: int, limit: float) -> str:
+    """Names the rule that quarantined the most rows, with exact shares (293 of 294 is 99.7%)."""
+    row_rules = [o for o in outcomes if not o.success and o.severity == "warning" and o.lines]
+    worst = max(row_rules, key=lambda o: o.unexpected_count)
+    return (
+        f"{rows_quarantined} of {rows_in} rows ({exact_percent(rows_quarantined, rows_in)}) fail warning rules, "
+        f"above validation.max_invalid_fraction={limit:g}; most by {worst.rule}: {worst.unexpected_count} rows "
+        f"({exact_percent(worst.unexpected_count, rows_in)}): {worst.detail}"
+    )
+
+
 def min_rows_of(contract: Contract) -> int:
     for rule in contract.rules:
         if rule.type == "expect_table_row_count_to_be_between":
             return int(rule.kwargs.get("min_value") or 0)
     return 0
+
+
+def disease_share(frame: pd.DataFrame, target: str) -> float | None:
+    if target not in frame.columns or not len(frame):
+        return None
+    labels = pd.to_numeric(frame[target], errors="coerce")
+    return float((labels == 1).sum() / labels.notna().sum()) if labels.notna().any() else None
+
+
+def class_balance_warning(share_in: float | None, share_kept: float | None, limit: float) -> str | None:
+    """A warning when quarantine changed the share of disease rows by more than ``limit``: the rows
+    dropped were not a random sample, so the kept rows describe another population."""
+    if share_in is None or share_kept is None or abs(share_kept - share_in) <= limit:
+        return None
+    return (
+        f"quarantine moved the disease share from {share_in:.1%} to {share_kept:.1%} "
+        f"(more than {limit:.0%}): the quarantined rows are mostly of one class; read quarantine.csv"
+    )
 
 
 def validate_frame(
@@ -381,40 +480,46 @@ def validate_frame(
     out_dir: Path | None,
 ) -> ValidationReport:
     """Run the whole gate on an already-read file; write kept rows, quarantine, report and Data Docs."""
-    frame = raw.frame
+    # Indexed by file line: GE's failing indices, the quarantine and every message speak in lines.
+    # (An unnamed index: GE reports a named one as dicts.)
+    frame = raw.frame.set_axis(pd.Index(raw.source_lines), axis=0)
     ge_outcomes, docs_index = run_expectation_suite(
-        frame, contract, out_dir / "great_expectations" if out_dir else None
+        frame, contract.name, contract.raw["expectations"], out_dir / "great_expectations" if out_dir else None
     )
-    outcomes = assess_outcomes(frame, raw.source_lines, contract, ge_outcomes)
+    outcomes = assess_outcomes(frame, contract, ge_outcomes)
     columns_ok = all(o.success for o in outcomes if o.expectation == COLUMNS_RULE)
-    kept, quarantine = (
-        quarantine_invalid_rows(frame, raw.source_lines, outcomes) if columns_ok else (frame.iloc[0:0], frame.iloc[0:0])
-    )
+    kept, quarantine = quarantine_invalid_rows(frame, ge_outcomes) if columns_ok else (frame.iloc[0:0], frame.iloc[0:0])
     rows_quarantined = len(frame) - len(kept) if columns_ok else 0
     decision, critical, warnings = decide(
         outcomes, len(frame), rows_quarantined, on_warning, max_invalid_fraction, min_rows_of(contract)
     )
-    duplicate_mask = frame.duplicated(keep="first") if columns_ok else pd.Series(False, index=frame.index)
-    duplicate_lines = [raw.source_lines[p] for p in np.flatnonzero(duplicate_mask.to_numpy()).tolist()]
-    by_rule = dict(Counter(quarantine["rule"].tolist())) if len(quarantine) else {}
+    share_in, share_kept = disease_share(frame, contract.label_column), disease_share(kept, contract.label_column)
+    balance = class_balance_warning(share_in, share_kept if columns_ok else None, contract.max_disease_share_change)
+    warnings = warnings + ([balance] if balance else [])
+    duplicates = duplicate_mask(frame) if columns_ok else pd.Series(False, index=frame.index)
+    duplicate_lines = frame.index[duplicates.to_numpy()]
+    by_rule = quarantine["rule"].value_counts(sort=False).to_dict() if len(quarantine) else {}
     report = ValidationReport(
         data_path=data_path,
         fingerprint=raw.fingerprint,
         rows_in=len(frame),
         rows_kept=len(kept) if columns_ok else 0,
         rows_quarantined=rows_quarantined,
-        quarantined_by_rule=by_rule,
+        quarantined_by_rule={str(k): int(v) for k, v in by_rule.items()},
         duplicate_rows=len(duplicate_lines),
-        duplicate_lines=duplicate_lines,
+        duplicate_lines=duplicate_lines[:MAX_LINES_IN_REPORT].tolist(),
         decision=decision,
         critical_failures=critical,
         warning_failures=warnings,
         outcomes=outcomes,
         data_docs_path=docs_index,
+        distinct_rows=len(frame) - len(duplicate_lines),
+        disease_share_in=share_in,
+        disease_share_kept=share_kept if columns_ok else None,
     )
     if out_dir is None:
         return report
-    return write_validation_outputs(report, kept, quarantine, out_dir)
+    return write_validation_outputs(report, kept.reset_index(drop=True), quarantine, out_dir)
 
 
 def write_validation_outputs(
@@ -477,13 +582,18 @@ def validation_markdown(report: ValidationReport) -> str:
     return (
         f"# Data-quality gate: {report.decision}\n\n"
         f"File `{report.data_path}` (sha256 `{report.fingerprint[:12]}`)\n\n"
-        f"| rows in | rows kept | rows quarantined | duplicate rows (dropped before split) |\n"
-        f"|---|---|---|---|\n| {report.rows_in} | {report.rows_kept} | {report.rows_quarantined} | "
-        f"{report.duplicate_rows} |\n\n"
+        f"| rows in | rows kept | rows quarantined | distinct rows | duplicate rows (dropped before split) "
+        f"| disease share in / kept |\n|---|---|---|---|---|---|\n| {report.rows_in} | {report.rows_kept} | "
+        f"{report.rows_quarantined} | {report.distinct_rows} | {report.duplicate_rows} | "
+        f"{_share(report.disease_share_in)} / {_share(report.disease_share_kept)} |\n\n"
         f"{failures}\n{warnings}\n\n"
         + (f"| quarantined by rule | rows |\n|---|---|\n{by_rule}\n\n" if by_rule else "")
         + f"Quarantine: `{report.quarantine_path}`  \nData Docs: `{report.data_docs_path}`\n"
     )
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def enforce_gate(report: ValidationReport) -> ValidationReport:
@@ -520,13 +630,13 @@ def validate_dataset_task(
         out_dir,
     )
     get_run_logger().info(
-        "Gate %s: %d rows in, %d kept, %d quarantined %s, %d duplicate rows",
+        "Gate %s: %d rows in, %d kept, %d quarantined %s, %d distinct (duplicates are dropped in preprocess)",
         report.decision,
         report.rows_in,
         report.rows_kept,
         report.rows_quarantined,
         report.quarantined_by_rule,
-        report.duplicate_rows,
+        report.distinct_rows,
     )
     return report
 
@@ -546,6 +656,13 @@ def apply_gate_task(report: ValidationReport) -> ValidationReport:
         create_link_artifact(
             key="data-quality-data-docs", link=Path(report.data_docs_path).as_uri(), link_text="Data Docs (local file)"
         )
+    logger = get_run_logger()
     for warning in report.warning_failures:
-        get_run_logger().warning("Quarantined: %s", warning)
+        logger.warning("Data-quality warning: %s", warning)
+    if report.duplicate_rows:
+        logger.info(
+            "%d duplicate rows (%d distinct) are kept by the gate and dropped by preprocess before the split",
+            report.duplicate_rows,
+            report.distinct_rows,
+        )
     return enforce_gate(report)

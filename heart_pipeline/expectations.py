@@ -1,0 +1,1 @@
+"""Custom Great Expectations expectations of the data contract (checks of meaning)."""
