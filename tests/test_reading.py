@@ -5,28 +5,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.errors import DataError
 from heart_pipeline.files import read_input_bytes, write_atomic
 from heart_pipeline.reading import ParsedTable, declare_disease_label, parse_heart_table
 
 # --- reading: headers, delimiters, line numbers, budgets, special files, Parquet ---------------
 
-COLUMNS = [
-    "age",
-    "sex",
-    "cp",
-    "trestbps",
-    "chol",
-    "fbs",
-    "restecg",
-    "thalach",
-    "exang",
-    "oldpeak",
-    "slope",
-    "ca",
-    "thal",
-    "target",
-]
+COLUMNS = load_settings_and_contract()[1].columns
 
 
 def _parse(data: bytes, max_rows: int = 10_000, max_memory_bytes: int = 2**30) -> ParsedTable:
