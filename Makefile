@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test lint format clean up down status serve
+.PHONY: install run test test-fast lint typecheck format clean up down status serve
 
 install: $(STAMP)
 
@@ -24,10 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(BIN)/heart-pipeline train
 
-test: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: install lint typecheck  ## the full gate CI runs: lint, types, every test tier (real servers included)
 	$(BIN)/python -m pytest
+
+test-fast: install  ## pure functions only, no server: the inner loop (under a minute)
+	$(BIN)/python -m pytest -m "not e2e and not stack" -q
+
+typecheck: install
+	$(BIN)/mypy
 
 up: install  ## Prefect server :4200, MLflow server :5000, work pool, deployments, worker
 	$(BIN)/heart-pipeline stack up

@@ -8,10 +8,10 @@ from prefect import flow, tags
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
-from heart_pipeline.runtime import flow_run_id, run_cached
-from tasks.load import load_dataset_task
-from tasks.score import score_patients_task
-from tasks.validate import apply_gate_task, validate_dataset_task
+from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.tasks.load import load_dataset_task
+from heart_pipeline.tasks.score import score_patients_task
+from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
 
 @flow(
@@ -28,19 +28,16 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     """
     settings, contract = load_settings_and_contract(config_path)
     scoring_contract = contract.for_scoring(settings.data.target)
-    data = settings.resolve(data_path)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
 
-    dataset = load_dataset_task(data, settings)
+    dataset = load_dataset_task(settings.resolve(data_path), settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
-        report = run_cached(
-            validate_dataset_task, data, scoring_contract, settings, run_dir / "validation", max_invalid_fraction=1.0
-        )
-        apply_gate_task(report)
+        validated = validate_dataset_task(dataset, scoring_contract, settings.validation, max_invalid_fraction=1.0)
+        report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))
         scored = score_patients_task(
-            report.validated_file,
-            scoring_contract.columns,
+            validated.kept,
+            list(scoring_contract.columns),
             settings,
             run_dir / "scoring",
             settings.resolve(out_path) if out_path else None,

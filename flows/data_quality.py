@@ -8,10 +8,10 @@ from prefect import flow, tags
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.runs import create_run_folder, data_quality_run_name, publish_failure_report
-from heart_pipeline.runtime import flow_run_id, run_cached
-from tasks.load import load_dataset_task
-from tasks.track import log_validation_run_task
-from tasks.validate import apply_gate_task, validate_dataset_task
+from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.tasks.load import load_dataset_task
+from heart_pipeline.tasks.track import log_validation_run_task
+from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
 
 @flow(
@@ -23,18 +23,18 @@ from tasks.validate import apply_gate_task, validate_dataset_task
 def heart_data_quality(data_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
     """Check a CSV against the data contract without training; fails on any critical rule."""
     settings, contract = load_settings_and_contract(config_path)
-    data = settings.resolve(data_path or settings.data.path)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-data-quality", flow_run_id())
 
-    dataset = load_dataset_task(data, settings)
+    dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
-        report = run_cached(validate_dataset_task, data, contract, settings, run_dir / "validation")
-        mlflow_url = log_validation_run_task(report, dataset, settings, {"prefect.flow_run_id": flow_run_id()})
+        validated = validate_dataset_task(dataset, contract, settings.validation)
+        report = save_validation_task(validated, run_dir / "validation", keep_rows=True)
+        mlflow_url = log_validation_run_task(report, dataset.summary, settings, {"prefect.flow_run_id": flow_run_id()})
         apply_gate_task(report)
     return {
         "run_dir": str(run_dir),
         "mlflow_run": mlflow_url,
         **report.summary(),
         "quarantine_path": report.quarantine_path,
-        "data_docs_path": report.data_docs_path,
+        "report_path": report.report_path,
     }

@@ -1,5 +1,5 @@
 """heart-training: load -> validate -> preprocess -> train (LR and RF concurrently) -> evaluate -> track
--> promote the best model to @champion if it passes the gate."""
+-> register -> promote the best model to @champion if it passes the gate."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from typing import Any
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 
-from heart_pipeline.config import ModelName, load_settings_and_contract
+from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.render import training_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, training_run_name
-from heart_pipeline.runtime import flow_run_id, run_cached
-from tasks.evaluate import evaluate_model_task
-from tasks.load import load_dataset_task
-from tasks.preprocess import collect_step_outputs_task, preprocess_dataset_task
-from tasks.promote import decision_summary, promote_best_model_task
-from tasks.track import log_model_run_task, training_summary_markdown
-from tasks.train import train_model_task
-from tasks.validate import apply_gate_task, validate_dataset_task
+from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.tasks.evaluate import evaluate_model_task
+from heart_pipeline.tasks.load import load_dataset_task
+from heart_pipeline.tasks.preprocess import preprocess_task
+from heart_pipeline.tasks.promote import decision_summary, promote_best_model_task
+from heart_pipeline.tasks.track import log_model_run_task, register_model_task
+from heart_pipeline.tasks.train import train_model_task
+from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
 
 @flow(
@@ -28,7 +29,7 @@ from tasks.validate import apply_gate_task, validate_dataset_task
 )
 def heart_training(
     data_path: str | None = None,
-    models: list[ModelName] | None = None,
+    models: list[str] | None = None,
     seed: int | None = None,
     config_path: str | None = None,
 ) -> dict[str, Any]:
@@ -37,43 +38,37 @@ def heart_training(
     Defaults come from config/config.yaml: data.path, training.models and split.seed.
     """
     settings, contract = load_settings_and_contract(config_path)
-    data = settings.resolve(data_path or settings.data.path)
     seed = settings.split.seed if seed is None else seed
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-training", flow_run_id())
+    run_tags = {"prefect.flow_run_id": flow_run_id()}
 
-    dataset = load_dataset_task(data, settings)
+    dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings)
     with tags(f"data:{dataset.fingerprint[:8]}"):
-        report = run_cached(validate_dataset_task, data, contract, settings, run_dir / "validation")
-        apply_gate_task(report)
-        prepared = run_cached(preprocess_dataset_task, report.validated_file, settings, seed, run_dir / "data")
-        collect_step_outputs_task(report, prepared, run_dir)
+        validated = validate_dataset_task(dataset, contract, settings.validation)
+        report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))
+        prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
         trained = [
             train_model_task.with_options(
                 tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
-            ).submit(name, prepared, settings, seed, run_dir / "models")
+            ).submit(name, prepared, settings, seed)
             for name in models or settings.training.models
         ]
         evaluated = [
             evaluate_model_task.submit(model, prepared, settings, seed, run_dir / "evaluation") for model in trained
         ]
         # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
-        tracked = [
-            log_model_run_task(
-                model.result(),
-                evaluation.result(),
-                dataset,
-                report,
-                prepared,
-                settings,
-                {"prefect.flow_run_id": flow_run_id()},
-            )
-            for model, evaluation in zip(trained, evaluated, strict=True)
-        ]
         evaluations = [future.result() for future in evaluated]
+        tracked = []
+        for model, evaluation in zip(trained, evaluations, strict=True):
+            logged = log_model_run_task(
+                model.result(), evaluation, dataset.summary, report, prepared, settings, run_tags
+            )
+            tracked.append(register_model_task(logged, evaluation, dataset.summary, settings, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     create_markdown_artifact(
         key="heart-training-summary",
         markdown=training_summary_markdown(tracked, evaluations, report, settings.tracking_uri),
+        description="Each model's test and CV metrics, its registry version and MLflow run",
     )
     return {
         "run_dir": str(run_dir),

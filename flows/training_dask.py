@@ -12,7 +12,7 @@ import os
 
 from prefect_dask import DaskTaskRunner
 
-from flows.training import heart_training
+from heart_pipeline.flows.training import heart_training
 
 
 def dask_task_runner(address: str | None = None) -> DaskTaskRunner:

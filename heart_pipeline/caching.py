@@ -1,24 +1,17 @@
-"""Cache keys for Prefect tasks: the data fingerprint, the configuration and the code, nothing else.
+"""Fingerprints and the cache policy of the data steps.
 
-Prefect's INPUTS policy would hash the run's own output folder (new every run, so never a hit)
-and file paths rather than their content, and TASK_SOURCE covers only the thin wrapper, not the
-step functions it calls. This key hashes the task's inputs except its output folder, file inputs
-by content, plus the full source of the step modules.
+A data step's cache key is Prefect's own INPUTS policy (its configuration arguments) minus the
+dataset argument, plus the dataset's content fingerprint and the source of the step modules:
+Prefect's TASK_SOURCE covers only the thin task wrapper, not the step functions it calls, and
+hashing the rows themselves would cost more than the fingerprint the load step already has.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-from pydantic import BaseModel
-
-EXCLUDED_INPUTS = frozenset({"out_dir"})
 
 
 def fingerprint_bytes(data: bytes) -> str:
@@ -30,25 +23,6 @@ def fingerprint_file(path: Path) -> str:
     return fingerprint_bytes(path.read_bytes())
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        # A file input is keyed by its content, not its name: the same data under another run's
-        # folder is the same data.
-        try:
-            return {"sha256": fingerprint_file(value)} if value.is_file() else str(value)
-        except OSError:
-            return str(value)
-    return value
-
-
 def code_digest(modules: list[ModuleType]) -> str:
     digest = hashlib.sha256()
     for module in modules:
@@ -56,17 +30,14 @@ def code_digest(modules: list[ModuleType]) -> str:
     return digest.hexdigest()
 
 
-def step_cache_key(inputs: dict[str, Any], code: str) -> str:
-    payload = {k: _plain(v) for k, v in sorted(inputs.items()) if k not in EXCLUDED_INPUTS}
-    text = json.dumps({"inputs": payload, "code": code}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+def data_step_cache_policy(dataset_argument: str, *modules: ModuleType) -> Any:
+    """INPUTS without ``dataset_argument``, plus that argument's ``.fingerprint`` and the modules' code."""
+    from prefect.cache_policies import INPUTS, CacheKeyFnPolicy
 
-
-def cache_key_for(*modules: ModuleType) -> Callable[[Any, dict[str, Any]], str]:
-    """A Prefect ``cache_key_fn`` keyed by inputs (minus ``out_dir``) and the given modules' code."""
     code = code_digest(list(modules))
 
-    def key(_context: Any, inputs: dict[str, Any]) -> str:
-        return step_cache_key(inputs, code)
+    def content_key(_context: Any, parameters: dict[str, Any]) -> str:
+        fingerprint = getattr(parameters.get(dataset_argument), "fingerprint", "")
+        return hashlib.sha256(f"{fingerprint}:{code}".encode()).hexdigest()
 
-    return key
+    return (INPUTS - dataset_argument) + CacheKeyFnPolicy(cache_key_fn=content_key)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import heart_pipeline  # noqa: F401  (telemetry defaults before anything else is imported)
+from heart_pipeline.algorithms import ALGORITHMS
 
 
 def _absolute(path: str | None) -> str | None:
@@ -21,10 +22,10 @@ def _absolute(path: str | None) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    from flows.training import heart_training
+    from heart_pipeline.flows.training import heart_training
 
     if args.dask is not None:
-        from flows.training_dask import dask_task_runner
+        from heart_pipeline.flows.training_dask import dask_task_runner
 
         address = None if args.dask == "local" else args.dask
         heart_training = heart_training.with_options(task_runner=dask_task_runner(address))
@@ -34,13 +35,13 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
-    from flows.data_quality import heart_data_quality
+    from heart_pipeline.flows.data_quality import heart_data_quality
 
     return heart_data_quality(data_path=_absolute(args.data), config_path=_absolute(args.config))
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
-    from flows.batch_scoring import heart_batch_scoring
+    from heart_pipeline.flows.batch_scoring import heart_batch_scoring
 
     return heart_batch_scoring(
         data_path=str(_absolute(args.data)), out_path=_absolute(args.out), config_path=_absolute(args.config)
@@ -49,7 +50,7 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
 
 def _rollback(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline.config import load_config
-    from tasks.promote import rollback_champion
+    from heart_pipeline.registry import rollback_champion
 
     settings = load_config(_absolute(args.config))
     before, after = rollback_champion(settings.tracking_uri, settings.mlflow.registered_model, args.to_version)
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="validate the data, train LR and RF, track and register them in MLflow")
     train.add_argument("--data", help="CSV to train on (default: data.path in the config)")
     train.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    train.add_argument("--models", nargs="+", choices=["logistic_regression", "random_forest"])
+    train.add_argument("--models", nargs="+", choices=list(ALGORITHMS))
     train.add_argument("--seed", type=int, help="split and CV seed (default: split.seed in the config)")
     train.add_argument(
         "--dask",
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a CSV against the data contract without training")
     validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
     validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    validate.add_argument("--json", action="store_true", help="print the result as JSON")
     validate.set_defaults(handler=_validate)
     score = sub.add_parser("score", help="score a CSV of patients (no target) with the champion model")
     score.add_argument("--data", required=True, help="CSV of patients, the contract's columns minus the target")

@@ -1,4 +1,4 @@
-"""Load and validate config/config.yaml. Every path, column list and hyperparameter lives there."""
+"""Load and validate config/config.yaml. Every path, column list, bound policy and hyperparameter lives there."""
 
 from __future__ import annotations
 
@@ -7,19 +7,50 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from heart_pipeline.algorithms import ALGORITHMS
 from heart_pipeline.codebook import Codebook, disagreements_with_contract, load_codebook
 from heart_pipeline.contract import Contract, load_contract
 from heart_pipeline.errors import ConfigError
 
-PROJECT_ROOT = Path(os.environ.get("HEART_PIPELINE_ROOT", Path(__file__).resolve().parents[1]))
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "config.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# What ships inside the wheel: config/, great_expectations/ and data/, laid out as in the checkout.
+BUNDLED_ROOT = PACKAGE_DIR / "_bundled"
 
-ModelName = Literal["logistic_regression", "random_forest"]
+
+def find_project_root() -> Path:
+    """Where relative paths (data, runs/, mlruns/) resolve, never the current directory by accident.
+
+    1. ``HEART_PIPELINE_ROOT`` when set;
+    2. the checkout this package was installed from (editable install or source tree): its root
+       holds pyproject.toml and config/config.yaml;
+    3. otherwise (an installed wheel) the current directory, the user's workspace.
+    """
+    if env := os.environ.get("HEART_PIPELINE_ROOT"):
+        return Path(env).expanduser().resolve()
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "config" / "config.yaml").is_file():
+        return checkout
+    return Path.cwd()
+
+
+PROJECT_ROOT = find_project_root()
+
+
+def default_config_path() -> Path:
+    """The project's config when there is one (a checkout, or a workspace with config/), else the bundled one."""
+    local = PROJECT_ROOT / "config" / "config.yaml"
+    return local if local.is_file() else BUNDLED_ROOT / "config" / "config.yaml"
+
+
+DEFAULT_CONFIG_PATH = default_config_path()
+ALGORITHM_NAMES = tuple(ALGORITHMS)
 
 
 class _Strict(BaseModel):
+    # Domain values have no pydantic defaults: config/config.yaml declares each one, and a key missing
+    # from it is an error that names the key (never a silent fallback to a value hidden here).
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -27,9 +58,9 @@ class DataConfig(_Strict):
     path: Path
     bundled_source: Path
     bundled_format: Literal["uci", "kaggle"]
-    target: str = "target"
-    na_values: list[str] = Field(default_factory=lambda: ["?"])
-    max_file_mb: float = Field(50, gt=0)
+    target: str
+    na_values: list[str]
+    max_file_mb: float = Field(gt=0)
     max_rows: int = Field(gt=0)
     max_memory_mb: int = Field(gt=0)
     disease_label: Literal[0, 1]
@@ -41,8 +72,8 @@ class ContractConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    on_warning: Literal["quarantine", "fail"] = "quarantine"
-    max_invalid_fraction: float = Field(0.2, ge=0, le=1)
+    on_warning: Literal["quarantine", "fail"]
+    max_invalid_fraction: float = Field(ge=0, le=1)
 
 
 class FeatureGroups(_Strict):
@@ -57,103 +88,125 @@ class FeatureGroups(_Strict):
 
 
 class SplitConfig(_Strict):
-    test_size: float = Field(0.2, gt=0, lt=1)
-    seed: int = 42
+    test_size: float = Field(gt=0, lt=1)
+    seed: int
 
 
 class CrossValidationConfig(_Strict):
-    n_splits: int = Field(5, ge=2)
-    n_repeats: int = Field(3, ge=1)
+    n_splits: int = Field(ge=2)
+    n_repeats: int = Field(ge=1)
 
 
 class ThresholdConfig(_Strict):
-    strategy: Literal["youden", "fixed"] = "youden"
-    value: float = Field(0.5, gt=0, lt=1)
+    strategy: Literal["youden", "fixed"]
+    value: float = Field(gt=0, lt=1)
 
 
 class PromotionConfig(_Strict):
-    floors: dict[str, float] = Field(default_factory=lambda: {"test_roc_auc": 0.8, "test_recall": 0.7})
-    metric: str = "test_roc_auc"
-    margin: float = Field(0.01, ge=0, le=1)
+    floors: dict[str, float]
+    metric: str
+    margin: float = Field(ge=0, le=1)
 
 
 class ApiConfig(_Strict):
-    reload_interval_seconds: float = Field(10, gt=0)
+    reload_interval_seconds: float = Field(gt=0)
 
 
-class LogisticRegressionParams(_Strict):
-    C: float = Field(0.48, gt=0)
-    l1_ratio: float = Field(1.0, ge=0, le=1)
-    solver: Literal["liblinear", "saga"] = "liblinear"
-    max_iter: int = Field(10000, ge=1)
-
-
-class RandomForestParams(_Strict):
-    n_estimators: int = Field(100, ge=1)
-    max_depth: int | None = Field(10, ge=1)
-    min_samples_split: int = Field(5, ge=2)
-    random_state: int = 42
-
-
-class ModelsConfig(_Strict):
-    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
-    random_forest: RandomForestParams = RandomForestParams()
+# One field per algorithm, each with that algorithm's own parameter schema (heart_pipeline/algorithms.py).
+ModelsConfig: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "ModelsConfig",
+    __base__=_Strict,
+    **{name: (algorithm.params, ...) for name, algorithm in ALGORITHMS.items()},
+)
 
 
 class TrainingConfig(_Strict):
-    models: list[ModelName] = Field(default_factory=lambda: ["logistic_regression", "random_forest"], min_length=1)
-    timeout_seconds: float = Field(600, gt=0)
+    models: list[str] = Field(min_length=1)
+    timeout_seconds: float = Field(gt=0)
+
+    @field_validator("models")
+    @classmethod
+    def _known_algorithms(cls, models: list[str]) -> list[str]:
+        unknown = [m for m in models if m not in ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unknown algorithms {unknown}; choose from {list(ALGORITHMS)}")
+        return models
 
 
 class MlflowConfig(_Strict):
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_root: Path = Path("mlruns")
-    experiment: str = "heart-disease"
-    registered_model: str = Field("heart-disease", min_length=1)
+    tracking_uri: str
+    artifact_root: Path
+    experiment: str
+    registered_model: str = Field(min_length=1)
 
 
 class OutputsConfig(_Strict):
-    runs_dir: Path = Path("runs")
+    runs_dir: Path
 
 
 class PrefectConfig(_Strict):
-    work_pool: str = "heart-pool"
+    work_pool: str
+
+
+class StackConfig(_Strict):
+    """The local stack behind `make up`: where it keeps its state and which ports it serves on."""
+
+    host: str
+    prefect_port: int = Field(ge=1, le=65535)
+    mlflow_port: int = Field(ge=1, le=65535)
+    prefect_home: Path
+    state_dir: Path
 
 
 class Settings(_Strict):
     data: DataConfig
     contract: ContractConfig
-    validation: ValidationConfig = ValidationConfig()
+    validation: ValidationConfig
     features: FeatureGroups
-    split: SplitConfig = SplitConfig()
-    cross_validation: CrossValidationConfig = CrossValidationConfig()
-    threshold: ThresholdConfig = ThresholdConfig()
-    models: ModelsConfig = ModelsConfig()
-    training: TrainingConfig = TrainingConfig()
+    split: SplitConfig
+    cross_validation: CrossValidationConfig
+    threshold: ThresholdConfig
+    models: ModelsConfig  # type: ignore[valid-type]
+    training: TrainingConfig
     mlflow: MlflowConfig
-    promotion: PromotionConfig = PromotionConfig()
-    outputs: OutputsConfig = OutputsConfig()
-    prefect: PrefectConfig = PrefectConfig()
-    api: ApiConfig = ApiConfig()
+    promotion: PromotionConfig
+    outputs: OutputsConfig
+    prefect: PrefectConfig
+    stack: StackConfig
+    api: ApiConfig
 
     @model_validator(mode="after")
     def _feature_groups_are_disjoint(self) -> Settings:
+        from heart_pipeline.stats import HELD_OUT_METRICS
+
         columns = self.features.all
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
             raise ValueError(f"features: columns in more than one group: {repeated}")
         if self.data.target in columns:
             raise ValueError(f"features: the target {self.data.target!r} cannot be a feature")
-        known = {"test_accuracy", "test_f1", "test_precision", "test_recall", "test_roc_auc"}
+        known = {f"test_{m}" for m in HELD_OUT_METRICS}
         unknown = sorted(set(self.promotion.floors) - known) + sorted({self.promotion.metric} - known)
         if unknown:
             raise ValueError(f"promotion: unknown metrics {unknown}; use {sorted(known)}")
         return self
 
+    def hyperparameters(self, algorithm: str) -> dict[str, Any]:
+        return dict(getattr(self.models, algorithm).model_dump())
+
     def resolve(self, path: Path | str) -> Path:
         """An absolute path: relative ones are taken from the project root."""
         path = Path(path).expanduser()
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def resolve_resource(self, path: Path | str) -> Path:
+        """A shipped resource (the contract, the codebook, the bundled data): the project's copy when it
+        has one, else the copy inside the installed package."""
+        resolved = self.resolve(path)
+        if resolved.exists() or Path(path).is_absolute():
+            return resolved
+        bundled = BUNDLED_ROOT / path
+        return bundled if bundled.exists() else resolved
 
     @property
     def tracking_uri(self) -> str:
@@ -163,6 +216,14 @@ class Settings(_Strict):
         if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
             return prefix + str(self.resolve(uri[len(prefix) :]))
         return uri
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """Where a person opens the tracking store: the server itself, or the local `mlflow ui` port."""
+        uri = self.tracking_uri
+        if uri.startswith(("http://", "https://")):
+            return uri.rstrip("/")
+        return f"http://{self.stack.host}:{self.stack.mlflow_port}"
 
 
 def load_config(path: Path | str | None = None) -> Settings:
@@ -187,7 +248,7 @@ def load_config(path: Path | str | None = None) -> Settings:
 def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings, Contract]:
     """The config plus the data contract it points at, checked against each other."""
     settings = load_config(path)
-    contract = load_contract(settings.resolve(settings.contract.suite_path))
+    contract = load_contract(settings.resolve_resource(settings.contract.suite_path))
     declared = {*settings.features.all, settings.data.target}
     if declared != set(contract.columns):
         extra = sorted(declared - set(contract.columns))
@@ -196,7 +257,7 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
             f"{path or DEFAULT_CONFIG_PATH}: features and target must cover the contract's columns exactly: "
             f"not in the contract {extra}, not in any feature group {missing}"
         )
-    book = load_codebook(settings.resolve(settings.contract.codebook_path))
+    book = load_codebook_for(settings)
     disagree = disagreements_with_contract(book, {name: contract.value_set(name) for name in book.columns})
     if disagree:
         raise ConfigError(f"{book.path}: the codebook and the contract disagree: {'; '.join(disagree)}")
@@ -205,4 +266,4 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
 
 def load_codebook_for(settings: Settings) -> Codebook:
     """The codebook that ``settings`` points at."""
-    return load_codebook(settings.resolve(settings.contract.codebook_path))
+    return load_codebook(settings.resolve_resource(settings.contract.codebook_path))

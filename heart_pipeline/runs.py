@@ -5,14 +5,16 @@ Every flow run writes into its own folder, so runs never overwrite each other.
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heart_pipeline.caching import fingerprint_file
+
+if TYPE_CHECKING:
+    from prefect import Flow
+    from prefect.client.schemas.objects import FlowRun, State
 
 
 def create_run_folder(runs_dir: Path, flow_name: str, run_id: str | None) -> Path:
@@ -21,26 +23,6 @@ def create_run_folder(runs_dir: Path, flow_name: str, run_id: str | None) -> Pat
     path = runs_dir / flow_name / f"{stamp}-{suffix}"
     path.mkdir(parents=True, exist_ok=False)
     return path
-
-
-def adopt_outputs(source: Path, destination: Path) -> Path:
-    """Make a cached step's outputs (written by an earlier run) part of this run's folder too.
-
-    Hard links cost no space and keep the earlier run's files untouched; a copy is the fallback
-    across file systems.
-    """
-    if source.resolve() == destination.resolve() or destination.exists():
-        return destination
-
-    def link_or_copy(src: str, dst: str) -> str:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-        return dst
-
-    shutil.copytree(source, destination, copy_function=link_or_copy)
-    return destination
 
 
 def data_fingerprint_for_name(path: Path, max_bytes: int) -> str:
@@ -82,24 +64,14 @@ def scoring_run_name() -> str:
     return run_name("score")
 
 
-def failure_markdown(flow_name: str, run: Any, state: Any) -> str:
-    parameters = "\n".join(f"- `{k}` = `{v}`" for k, v in (run.parameters or {}).items()) or "- (defaults)"
-    return (
-        f"# {flow_name} failed\n\n"
-        f"**Why:** {state.message or state.name}\n\n"
-        f"Flow run `{run.name}` (`{run.id}`) ended in state **{state.name}**.\n\n"
-        f"Parameters:\n{parameters}\n\n"
-        "Nothing was registered in MLflow and no earlier run's outputs were touched. "
-        "Data-quality failures name the file, the column and the lines; fix the file and run again.\n"
-    )
-
-
-def publish_failure_report(flow: Any, run: Any, state: Any) -> None:
+def publish_failure_report(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
     """Prefect on_failure/on_crashed hook: leave a markdown artifact saying what failed and why."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.context import FlowRunContext
 
-    markdown = failure_markdown(flow.name, run, state)
+    from heart_pipeline.render import failure_markdown
+
+    markdown = failure_markdown(flow.name, flow_run, state)
     if FlowRunContext.get() is not None:
         create_markdown_artifact(markdown=markdown, key=f"{flow.name}-failure", description="Why this run failed")
         return
@@ -113,7 +85,7 @@ def publish_failure_report(flow: Any, run: Any, state: Any) -> None:
                 key=f"{flow.name}-failure",
                 type="markdown",
                 data=markdown,
-                flow_run_id=run.id,
+                flow_run_id=flow_run.id,
                 description="Why this run failed",
             )
         )

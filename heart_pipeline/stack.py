@@ -64,14 +64,20 @@ class StackLayout:
 
 
 def default_layout(prefect_port: int | None = None, mlflow_port: int | None = None) -> StackLayout:
-    dot_prefect = PROJECT_ROOT / ".prefect"
+    """The stack's places and ports from config/config.yaml (`stack:` and `mlflow:`); PREFECT_PORT and
+    MLFLOW_PORT (make up PREFECT_PORT=...) override the ports."""
+    settings = load_config()
+    store = settings.mlflow.tracking_uri
+    if not store.startswith("sqlite:///"):
+        raise StackError(f"mlflow.tracking_uri is {store!r}: the local stack serves a sqlite:/// store only")
     return StackLayout(
-        state_dir=dot_prefect / "stack",
-        prefect_home=dot_prefect,
-        mlflow_db=PROJECT_ROOT / "mlruns" / "mlflow.db",
-        mlflow_artifacts=PROJECT_ROOT / "mlruns",
-        prefect_port=prefect_port or int(os.environ.get("PREFECT_PORT", 4200)),
-        mlflow_port=mlflow_port or int(os.environ.get("MLFLOW_PORT", 5000)),
+        state_dir=settings.resolve(settings.stack.state_dir),
+        prefect_home=settings.resolve(settings.stack.prefect_home),
+        mlflow_db=settings.resolve(store.removeprefix("sqlite:///")),
+        mlflow_artifacts=settings.resolve(settings.mlflow.artifact_root),
+        prefect_port=prefect_port or int(os.environ.get("PREFECT_PORT") or settings.stack.prefect_port),
+        mlflow_port=mlflow_port or int(os.environ.get("MLFLOW_PORT") or settings.stack.mlflow_port),
+        host=settings.stack.host,
     )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,67 +14,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from prefect import task
-from scipy import stats
 from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
     RocCurveDisplay,
-    accuracy_score,
-    f1_score,
-    log_loss,
-    precision_score,
-    recall_score,
     roc_auc_score,
 )
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
-from heart_pipeline.config import Settings
-from tasks.preprocess import PreparedData, read_split
-from tasks.train import TrainedModel, load_trained
+from heart_pipeline.config import CrossValidationConfig, Settings
+from heart_pipeline.results import Evaluation
+from heart_pipeline.stats import corrected_confidence_interval, held_out_metrics
+from heart_pipeline.tasks.preprocess import PreparedData
+from heart_pipeline.tasks.train import TrainedModel
 
 CV_SCORERS = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "neg_log_loss"}
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    name: str
-    metrics: dict[str, float]
-    threshold: float
-    threshold_note: str
-    plots: dict[str, str] = field(default_factory=dict)
-    metrics_csv: str = ""
-    cv_scores: dict[str, list[float]] = field(default_factory=dict)
-
-
-def held_out_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
-    """Held-out metrics at the given decision threshold."""
-    predicted = (proba >= threshold).astype(int)
-    return {
-        "test_accuracy": float(accuracy_score(y_true, predicted)),
-        "test_f1": float(f1_score(y_true, predicted, zero_division=0)),
-        "test_precision": float(precision_score(y_true, predicted, zero_division=0)),
-        "test_recall": float(recall_score(y_true, predicted, zero_division=0)),
-        "test_roc_auc": float(roc_auc_score(y_true, proba)),
-        "test_log_loss": float(log_loss(y_true, proba, labels=[0, 1])),
-    }
-
-
-def corrected_confidence_interval(
-    scores: np.ndarray, n_train: int, n_test: int, n_splits: int, level: float = 0.95
-) -> tuple[float, float]:
-    """Nadeau-Bengio corrected t-interval for the mean of repeated k-fold scores.
-
-    CV folds overlap, so the plain standard error is too small; the correction inflates the
-    variance by n_test/n_train, which keeps the interval honest.
-    """
-    k = len(scores)
-    if k < 2:
-        return float(scores.mean()), float(scores.mean())
-    variance = np.var(scores, ddof=1) * (1 / k + n_test / n_train)
-    half = stats.t.ppf(0.5 + level / 2, df=k - 1) * math.sqrt(variance)
-    return float(scores.mean() - half), float(scores.mean() + half)
 
 
 def cross_validated_metrics(
@@ -91,7 +47,7 @@ def cross_validated_metrics(
     scores: dict[str, list[float]] = {}
     for name in CV_SCORERS:
         values = result[f"test_{name}"] * (-1 if name == "log_loss" else 1)
-        low, high = corrected_confidence_interval(values, len(y) - n_test, n_test, n_splits)
+        low, high = corrected_confidence_interval(values, len(y) - n_test, n_test)
         metrics.update(
             {
                 f"cv_{name}_mean": float(values.mean()),
@@ -104,10 +60,10 @@ def cross_validated_metrics(
     return metrics, scores
 
 
-def save_plots(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: float, out_dir: Path) -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots: dict[str, str] = {}
+def evaluation_figures(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
+    """The test-set plots as matplotlib figures, keyed by a file name that is the same for every model."""
     predicted = (proba >= threshold).astype(int)
+    figures: dict[str, Any] = {}
     for kind, draw in {
         "roc_curve": lambda ax: RocCurveDisplay.from_predictions(
             y_true, proba, ax=ax, name=name, plot_chance_level=True
@@ -121,38 +77,44 @@ def save_plots(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: floa
         figure, ax = plt.subplots(figsize=(5, 4.5))
         draw(ax)
         ax.set_title(f"{kind.replace('_', ' ')}: {name} (test set)")
-        path = out_dir / f"{name}_{kind}.png"
         figure.tight_layout()
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        plots[kind] = str(path)
-    return plots
+        figures[kind] = figure
+    return figures
+
+
+def held_out_probabilities(trained: TrainedModel, prepared: PreparedData) -> np.ndarray:
+    return trained.model.predict_proba(prepared.x_test)[:, 1]
 
 
 def evaluate_model(
-    trained: TrainedModel,
-    train_path: str,
-    test_path: str,
-    target: str,
-    n_splits: int,
-    n_repeats: int,
-    seed: int,
-    out_dir: Path,
+    trained: TrainedModel, prepared: PreparedData, proba: np.ndarray, cv: CrossValidationConfig, seed: int
 ) -> Evaluation:
-    model = load_trained(trained)
-    threshold = trained.threshold
-    x_train, y_train = read_split(train_path, target)
-    x_test, y_test = read_split(test_path, target)
-    proba = model.predict_proba(x_test)[:, 1]
-    metrics = held_out_metrics(y_test.to_numpy(), proba, threshold)
-    cv_metrics, cv_scores = cross_validated_metrics(model, x_train, y_train, n_splits, n_repeats, seed)
+    """Test-set metrics at the model's threshold, and repeated-CV metrics with corrected intervals on the
+    training rows (the same folds for every model)."""
+    metrics = held_out_metrics(prepared.y_test.to_numpy(), proba, trained.threshold)
+    cv_metrics, cv_scores = cross_validated_metrics(
+        trained.model, prepared.x_train, prepared.y_train, cv.n_splits, cv.n_repeats, seed
+    )
     metrics.update(cv_metrics)
-    train_proba = model.predict_proba(x_train)[:, 1]
-    metrics["train_roc_auc"] = float(roc_auc_score(y_train, train_proba))
-    plots = save_plots(trained.name, y_test.to_numpy(), proba, threshold, out_dir)
-    metrics_csv = out_dir / f"{trained.name}_metrics.csv"
-    pd.DataFrame([{"model": trained.name, "threshold": threshold, **metrics}]).to_csv(metrics_csv, index=False)
-    return Evaluation(trained.name, metrics, threshold, trained.threshold_note, plots, str(metrics_csv), cv_scores)
+    train_proba = trained.model.predict_proba(prepared.x_train)[:, 1]
+    metrics["train_roc_auc"] = float(roc_auc_score(prepared.y_train, train_proba))
+    return Evaluation(trained.name, metrics, trained.threshold, trained.threshold_note, cv_scores)
+
+
+def write_evaluation(evaluation: Evaluation, figures: dict[str, Any], out_dir: Path) -> Evaluation:
+    """PNGs and the metrics CSV in the run folder; the same file names for every model (one folder each)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for kind, figure in figures.items():
+        path = out_dir / f"{kind}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        plots[kind] = str(path)
+    metrics_csv = out_dir / "metrics.csv"
+    pd.DataFrame([{"model": evaluation.name, "threshold": evaluation.threshold, **evaluation.metrics}]).to_csv(
+        metrics_csv, index=False
+    )
+    return replace(evaluation, plots=plots, metrics_csv=str(metrics_csv))
 
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}")
@@ -161,16 +123,10 @@ def evaluate_model_task(
 ) -> Evaluation:
     from prefect import get_run_logger
 
-    evaluation = evaluate_model(
-        trained,
-        prepared.train_path,
-        prepared.test_path,
-        settings.data.target,
-        settings.cross_validation.n_splits,
-        settings.cross_validation.n_repeats,
-        seed,
-        out_dir,
-    )
+    proba = held_out_probabilities(trained, prepared)
+    evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+    figures = evaluation_figures(trained.name, prepared.y_test.to_numpy(), proba, trained.threshold)
+    evaluation = write_evaluation(evaluation, figures, out_dir / trained.name)
     m = evaluation.metrics
     get_run_logger().info(
         "%s: test ROC-AUC %.3f, accuracy %.3f, recall %.3f; CV ROC-AUC %.3f (95%% CI %.3f-%.3f)",

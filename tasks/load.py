@@ -13,6 +13,7 @@ from prefect import task
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.config import Settings
 from heart_pipeline.errors import DataError
+from heart_pipeline.results import DatasetSummary
 from heart_pipeline.runtime import retry_unless_pipeline_error
 
 logger = logging.getLogger(__name__)
@@ -26,21 +27,28 @@ SKLEGO_SOURCE = "scikit-lego sklego.datasets.load_hearts (UCI Cleveland, bundled
 
 
 @dataclass(frozen=True)
-class DatasetSummary:
-    """What the load step found: small enough to persist as a Prefect result."""
-
-    path: str
-    fingerprint: str
-    n_rows: int
-    n_columns: int
-    provenance: str
-
-
-@dataclass(frozen=True)
 class RawData:
     frame: pd.DataFrame
     source_lines: list[int]  # the file line of each row (header is line 1)
     fingerprint: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The file's rows, read once per run, with where they came from."""
+
+    raw: RawData
+    path: str
+    provenance: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.raw.fingerprint
+
+    @property
+    def summary(self) -> DatasetSummary:
+        frame = self.raw.frame
+        return DatasetSummary(self.path, self.fingerprint, len(frame), frame.shape[1], self.provenance)
 
 
 def translate_sklego_hearts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,31 +119,25 @@ def read_heart_csv(path: Path, na_values: list[str], max_file_mb: float) -> RawD
     return RawData(frame=frame, source_lines=lines, fingerprint=fingerprint_bytes(data))
 
 
-def load_dataset(path: Path, na_values: list[str], max_file_mb: float, default_path: Path) -> DatasetSummary:
-    """Load the CSV (writing the bundled default first if that is what is asked for and absent)."""
+def load_dataset(path: Path, na_values: list[str], max_file_mb: float, default_path: Path) -> Dataset:
+    """Read the file once (writing the bundled default first if that is what is asked for and absent)."""
     provenance = f"user file {path}"
     if not path.exists() and path.resolve() == default_path.resolve():
         provenance = write_default_dataset(path)
         logger.info("Wrote %s from %s", path, provenance)
     elif path.resolve() == default_path.resolve():
         provenance = f"bundled default {path} (written earlier from {SKLEGO_SOURCE})"
-    raw = read_heart_csv(path, na_values, max_file_mb)
-    return DatasetSummary(
-        path=str(path),
-        fingerprint=raw.fingerprint,
-        n_rows=len(raw.frame),
-        n_columns=raw.frame.shape[1],
-        provenance=provenance,
-    )
+    return Dataset(read_heart_csv(path, na_values, max_file_mb), str(path), provenance)
 
 
 @task(name="load", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_pipeline_error)
-def load_dataset_task(path: Path, settings: Settings) -> DatasetSummary:
+def load_dataset_task(path: Path, settings: Settings) -> Dataset:
     from prefect import get_run_logger
 
-    summary = load_dataset(
+    dataset = load_dataset(
         path, settings.data.na_values, settings.data.max_file_mb, settings.resolve(settings.data.path)
     )
+    summary = dataset.summary
     get_run_logger().info(
         "Loaded %s: %d rows, %d columns, sha256 %s; provenance: %s",
         summary.path,
@@ -144,4 +146,4 @@ def load_dataset_task(path: Path, settings: Settings) -> DatasetSummary:
         summary.fingerprint[:12],
         summary.provenance,
     )
-    return summary
+    return dataset

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,39 +13,38 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from heart_pipeline.caching import cache_key_for
 from heart_pipeline.config import FeatureGroups, Settings
-from heart_pipeline.runs import adopt_outputs
-from tasks.validate import ValidationReport
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Paths of the run's split files plus counts: a small, persistable task result."""
+    """The split rows every model trains and is tested on (raw features: each model pipeline
+    fits its own preprocessor on the training rows)."""
 
-    out_dir: str
-    processed_path: str
-    train_path: str  # raw feature columns + target: what the model pipelines are fitted on
-    test_path: str
-    x_train_clean_path: str  # transformed features, for inspection (the seed's outputs)
-    x_test_clean_path: str
-    y_train_path: str
-    y_test_path: str
-    duplicates_path: str | None
+    x_train: pd.DataFrame
+    x_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    duplicates: pd.DataFrame  # the extra copies dropped before the split
     rows_in: int
-    duplicates_removed: int
-    n_train: int
-    n_test: int
-    n_features_out: int
 
-    def outputs_missing(self) -> bool:
-        return any(not Path(p).exists() for p in (self.train_path, self.test_path, self.processed_path))
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.x_test)
+
+    @property
+    def duplicates_removed(self) -> int:
+        return len(self.duplicates)
 
 
 def drop_exact_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Keep the first copy of each row; return (deduplicated, removed copies)."""
     mask = frame.duplicated(keep="first")
-    return frame.loc[~mask].reset_index(drop=True), frame.loc[mask]
+    return frame.loc[~mask], frame.loc[mask]
 
 
 def split_train_test(
@@ -89,88 +86,58 @@ def build_preprocessor(groups: FeatureGroups) -> ColumnTransformer:
     )
 
 
-def preprocess_dataset(
-    validated_path: Path, target: str, groups: FeatureGroups, test_size: float, seed: int, out_dir: Path
-) -> PreparedData:
-    frame = pd.read_csv(validated_path)
-    deduplicated, duplicates = drop_exact_duplicates(frame)
+def prepare_training_data(kept: pd.DataFrame, target: str, test_size: float, seed: int) -> PreparedData:
+    """Drop exact duplicates BEFORE the split (a copy on both sides would be leakage), then split."""
+    deduplicated, duplicates = drop_exact_duplicates(kept)
     x_train, x_test, y_train, y_test = split_train_test(deduplicated, target, test_size, seed)
-    preprocessor = build_preprocessor(groups).fit(x_train)  # fitted on training rows only: no leakage
+    return PreparedData(x_train, x_test, y_train, y_test, duplicates, len(kept))
+
+
+def clean_feature_frames(prepared: PreparedData, groups: FeatureGroups) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The features as the classifier sees them, from a preprocessor fitted on the training rows only."""
+    preprocessor = build_preprocessor(groups).fit(prepared.x_train)
     names = preprocessor.get_feature_names_out()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        name: out_dir / f"{name}.csv"
-        for name in ("processed_heart", "train", "test", "X_train_clean", "X_test_clean", "y_train", "y_test")
-    }
-    deduplicated.to_csv(paths["processed_heart"], index=False)
-    x_train.assign(**{target: y_train}).to_csv(paths["train"], index=False)
-    x_test.assign(**{target: y_test}).to_csv(paths["test"], index=False)
-    pd.DataFrame(preprocessor.transform(x_train), columns=names).to_csv(paths["X_train_clean"], index=False)
-    pd.DataFrame(preprocessor.transform(x_test), columns=names).to_csv(paths["X_test_clean"], index=False)
-    y_train.to_frame().to_csv(paths["y_train"], index=False)
-    y_test.to_frame().to_csv(paths["y_test"], index=False)
-    duplicates_path = None
-    if len(duplicates):
-        duplicates_path = out_dir / "duplicates_removed.csv"
-        duplicates.to_csv(duplicates_path, index=False)
-    return PreparedData(
-        out_dir=str(out_dir),
-        processed_path=str(paths["processed_heart"]),
-        train_path=str(paths["train"]),
-        test_path=str(paths["test"]),
-        x_train_clean_path=str(paths["X_train_clean"]),
-        x_test_clean_path=str(paths["X_test_clean"]),
-        y_train_path=str(paths["y_train"]),
-        y_test_path=str(paths["y_test"]),
-        duplicates_path=str(duplicates_path) if duplicates_path else None,
-        rows_in=len(frame),
-        duplicates_removed=len(duplicates),
-        n_train=len(x_train),
-        n_test=len(x_test),
-        n_features_out=len(names),
+    return (
+        pd.DataFrame(preprocessor.transform(prepared.x_train), columns=names, index=prepared.x_train.index),
+        pd.DataFrame(preprocessor.transform(prepared.x_test), columns=names, index=prepared.x_test.index),
     )
 
 
-def read_split(path: str, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    frame = pd.read_csv(path)
-    return frame.drop(columns=[target]), frame[target].astype(int)
+def write_training_exports(prepared: PreparedData, groups: FeatureGroups, target: str, out_dir: Path) -> list[Path]:
+    """The original project's five CSVs, plus the dropped duplicates. Each file is written once."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x_train_clean, x_test_clean = clean_feature_frames(prepared, groups)
+    processed = pd.concat(
+        [prepared.x_train.assign(**{target: prepared.y_train}), prepared.x_test.assign(**{target: prepared.y_test})]
+    ).sort_index()
+    frames = {
+        "processed_heart": processed,
+        "X_train_clean": x_train_clean,
+        "X_test_clean": x_test_clean,
+        "y_train": prepared.y_train.to_frame(),
+        "y_test": prepared.y_test.to_frame(),
+    }
+    if len(prepared.duplicates):
+        frames["duplicates_removed"] = prepared.duplicates
+    written = []
+    for name, frame in frames.items():
+        frame.to_csv(out_dir / f"{name}.csv", index=False)
+        written.append(out_dir / f"{name}.csv")
+    return written
 
 
-@task(
-    name="preprocess",
-    cache_key_fn=cache_key_for(sys.modules[__name__]),
-    cache_expiration=timedelta(days=7),
-    persist_result=True,
-)
-def preprocess_dataset_task(validated_path: Path, settings: Settings, seed: int, out_dir: Path) -> PreparedData:
+@task(name="preprocess")
+def preprocess_task(kept: pd.DataFrame, settings: Settings, seed: int, out_dir: Path) -> PreparedData:
     from prefect import get_run_logger
 
-    prepared = preprocess_dataset(
-        validated_path, settings.data.target, settings.features, settings.split.test_size, seed, out_dir
-    )
+    prepared = prepare_training_data(kept, settings.data.target, settings.split.test_size, seed)
+    write_training_exports(prepared, settings.features, settings.data.target, out_dir)
     get_run_logger().info(
-        "Preprocessed %d rows: %d duplicates removed, %d train / %d test, %d features after encoding, in %s",
+        "Preprocessed %d rows: %d duplicates removed, %d train / %d test; exports in %s",
         prepared.rows_in,
         prepared.duplicates_removed,
         prepared.n_train,
         prepared.n_test,
-        prepared.n_features_out,
-        prepared.out_dir,
+        out_dir,
     )
     return prepared
-
-
-@task(name="collect-step-outputs")
-def collect_step_outputs_task(report: ValidationReport, prepared: PreparedData, run_dir: Path) -> list[str]:
-    """When validate or preprocess were served from cache, their files live in an earlier run's
-    folder; link them into this run's folder so every run folder is complete on its own."""
-    from prefect import get_run_logger
-
-    adopted = []
-    for source, name in ((Path(str(report.report_path)).parent, "validation"), (Path(prepared.out_dir), "data")):
-        if source.resolve() != (run_dir / name).resolve():
-            adopt_outputs(source, run_dir / name)
-            adopted.append(f"{name} <- {source}")
-    if adopted:
-        get_run_logger().info("Reused cached step outputs: %s", "; ".join(adopted))
-    return adopted

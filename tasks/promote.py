@@ -4,62 +4,26 @@ and move the MLflow ``champion`` alias only when it earns it. Also: rollback."""
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from prefect import task
-from scipy import stats
 
 from heart_pipeline.config import Settings
-from heart_pipeline.errors import PipelineError
-from tasks.evaluate import Evaluation, held_out_metrics
-from tasks.preprocess import PreparedData, read_split
-from tasks.track import TrackedModel, tracking_store
-
-CHAMPION = "champion"
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """Corrected resampled t-test (Nadeau & Bengio) of two models' CV ROC-AUC on the same folds."""
-
-    better: str
-    worse: str
-    mean_difference: float
-    p_value: float
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    registered_model: str
-    challenger: str
-    challenger_version: str
-    promoted: bool
-    reasons: list[str]
-    challenger_metrics: dict[str, float]
-    champion_version_before: str | None
-    champion_metrics: dict[str, float] | None
-    champion_version_after: str | None
-    comparison: PairedComparison | None = None
-    floors: dict[str, float] = field(default_factory=dict)
-    metric: str = "test_roc_auc"
-    margin: float = 0.0
+from heart_pipeline.registry import CHAMPION, current_champion, load_model_version, tracking_store
+from heart_pipeline.render import promotion_markdown
+from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
+from heart_pipeline.stats import corrected_paired_t_test, held_out_metrics
+from heart_pipeline.tasks.preprocess import PreparedData
 
 
 def compare_on_same_folds(a: Evaluation, b: Evaluation, n_train: int, n_splits: int) -> PairedComparison:
     """Which model has the higher CV ROC-AUC, and how sure we can be (fold overlap corrected)."""
     diff = np.array(a.cv_scores["roc_auc"]) - np.array(b.cv_scores["roc_auc"])
     better, worse = (a.name, b.name) if diff.mean() >= 0 else (b.name, a.name)
-    k = len(diff)
     n_test = n_train // n_splits
-    variance = np.var(diff, ddof=1) * (1 / k + n_test / (n_train - n_test))
-    if variance <= 0 or k < 2:
-        p_value = 1.0 if diff.mean() == 0 else 0.0
-    else:
-        t_stat = diff.mean() / math.sqrt(variance)
-        p_value = float(2 * stats.t.sf(abs(t_stat), df=k - 1))
+    p_value = corrected_paired_t_test(diff, n_train - n_test, n_test)
     return PairedComparison(better, worse, float(abs(diff.mean())), p_value)
 
 
@@ -94,21 +58,11 @@ def gate(
     return passed, reasons
 
 
-def score_version_on(model: Any, prepared: PreparedData, target: str) -> dict[str, float]:
+def score_version_on(model: Any, prepared: PreparedData) -> dict[str, float]:
     """Held-out metrics of any registered version on today's test set, at its own threshold."""
-    x_test, y_test = read_split(prepared.test_path, target)
-    proba = model.predict_proba(x_test.astype("float64"))[:, 1]
+    proba = model.predict_proba(prepared.x_test.astype("float64"))[:, 1]
     threshold = float(getattr(model, "threshold", 0.5))
-    return held_out_metrics(y_test.to_numpy(), proba, threshold)
-
-
-def current_champion(client: Any, name: str) -> str | None:
-    import mlflow
-
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except mlflow.exceptions.MlflowException:
-        return None
+    return held_out_metrics(prepared.y_test.to_numpy(), proba, threshold)
 
 
 def promote_best_model(
@@ -118,7 +72,6 @@ def promote_best_model(
     settings: Settings,
 ) -> PromotionDecision:
     import mlflow
-    import mlflow.sklearn
 
     name = settings.mlflow.registered_model
     best = select_challenger(evaluations)
@@ -134,8 +87,8 @@ def promote_best_model(
         champion_version = current_champion(client, name)
         champion_metrics = None
         if champion_version is not None:
-            champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion_version}")
-            champion_metrics = score_version_on(champion_model, prepared, settings.data.target)
+            champion_model = load_model_version(settings.tracking_uri, name, champion_version)
+            champion_metrics = score_version_on(champion_model, prepared)
         promoted, reasons = gate(best.metrics, champion_metrics, policy.floors, policy.metric, policy.margin)
         decision = PromotionDecision(
             registered_model=name,
@@ -182,56 +135,6 @@ def record_decision(client: Any, decision: PromotionDecision, others: list[Track
             "promotion.decision",
             f"not selected: lower CV ROC-AUC than {decision.challenger}",
         )
-
-
-def rollback_champion(tracking_uri: str, name: str, to_version: str | None = None) -> tuple[str, str]:
-    """Point ``champion`` back at the version it replaced (or at ``to_version``); returns (from, to)."""
-    import mlflow
-
-    with tracking_store(tracking_uri):
-        client = mlflow.MlflowClient(tracking_uri)
-        current = current_champion(client, name)
-        if current is None:
-            raise PipelineError(f"{name}: there is no champion to roll back")
-        if to_version is None:
-            to_version = client.get_model_version(name, current).tags.get("promotion.previous_champion")
-            if not to_version:
-                raise PipelineError(f"{name}: champion v{current} has no previous champion to roll back to")
-        try:
-            client.get_model_version(name, to_version)
-        except mlflow.exceptions.MlflowException:
-            raise PipelineError(f"{name}: version {to_version} does not exist") from None
-        client.set_registered_model_alias(name, CHAMPION, to_version)
-        client.set_model_version_tag(name, current, "promotion.rolled_back", f"champion moved back to v{to_version}")
-        # Keep the history walkable: rolling back again continues to the version before that one.
-        return current, to_version
-
-
-def promotion_markdown(decision: PromotionDecision) -> str:
-    verdict = "PROMOTED to @champion" if decision.promoted else "NOT promoted; @champion unchanged"
-    rows = "\n".join(
-        f"| {k} | {v:.3f} | {decision.champion_metrics[k]:.3f} |"
-        if decision.champion_metrics
-        else f"| {k} | {v:.3f} | - |"
-        for k, v in decision.challenger_metrics.items()
-    )
-    comparison = ""
-    if decision.comparison:
-        c = decision.comparison
-        comparison = (
-            f"\nOn the same repeated CV folds, {c.better} beats {c.worse} by {c.mean_difference:.3f} ROC-AUC "
-            f"(corrected resampled t-test p = {c.p_value:.3f}"
-            + ("; not a significant difference)" if c.p_value >= 0.05 else ")")
-            + ".\n"
-        )
-    return (
-        f"# Promotion: {decision.challenger} v{decision.challenger_version} {verdict}\n\n"
-        f"Challenger chosen by mean CV ROC-AUC on the training folds.{comparison}\n"
-        + "\n".join(f"- {r}" for r in decision.reasons)
-        + f"\n\nChampion before: v{decision.champion_version_before or '-'}; "
-        f"after: v{decision.champion_version_after or '-'}\n\n"
-        f"| metric (today's test set) | challenger | champion |\n|---|---|---|\n{rows}\n"
-    )
 
 
 @task(name="promote")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,13 @@ import pandas as pd
 from prefect import task
 
 import heart_pipeline.contract
-import tasks.load
-from heart_pipeline.caching import cache_key_for
-from heart_pipeline.config import Settings
+import heart_pipeline.tasks.load
+from heart_pipeline.caching import data_step_cache_policy
+from heart_pipeline.config import ValidationConfig
 from heart_pipeline.contract import Contract, rule_name
-from heart_pipeline.errors import DataError
-from tasks.load import RawData, read_heart_csv
+from heart_pipeline.render import expectation_table, validation_markdown
+from heart_pipeline.results import RuleOutcome, ValidationReport
+from heart_pipeline.tasks.load import Dataset, RawData
 
 FINITE_RULE = "finite_numbers"
 COLUMNS_RULE = "expect_table_columns_to_match_ordered_list"
@@ -30,80 +31,12 @@ MAX_LINES_IN_REPORT = 20  # per rule in the JSON report; quarantine.csv lists ev
 
 
 @dataclass(frozen=True)
-class RuleOutcome:
-    """The result of one rule on one file, read from GE's own result (severity, notes, index)."""
+class ValidationResult:
+    """The gate's verdict plus the rows it kept (indexed by file line) and the quarantine lines."""
 
-    rule: str
-    expectation: str
-    column: str | None
-    severity: str
-    success: bool
-    unexpected_count: int
-    lines: list[int]  # the first MAX_LINES_IN_REPORT failing file lines; quarantine.csv holds them all
-    detail: str
-    why: str
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    data_path: str
-    fingerprint: str
-    rows_in: int
-    rows_kept: int
-    rows_quarantined: int
-    quarantined_by_rule: dict[str, int]
-    duplicate_rows: int  # extra copies of an earlier row: kept here, dropped by preprocess before the split
-    duplicate_lines: list[int]  # the first MAX_LINES_IN_REPORT of them
-    decision: str  # passed | quarantined | failed
-    critical_failures: list[str]
-    warning_failures: list[str]
-    outcomes: list[RuleOutcome] = field(default_factory=list)
-    validated_path: str | None = None
-    quarantine_path: str | None = None
-    report_path: str | None = None
-    data_docs_path: str | None = None
-    distinct_rows: int = 0
-    disease_share_in: float | None = None  # share of target = 1 before and after quarantine
-    disease_share_kept: float | None = None
-
-    @property
-    def validated_file(self) -> Path:
-        if self.validated_path is None:
-            raise DataError(self.failure_message())
-        return Path(self.validated_path)
-
-    def outputs_missing(self) -> bool:
-        files = [self.validated_path, self.report_path]
-        return any(path is not None and not Path(path).exists() for path in files)
-
-    @property
-    def passed(self) -> bool:
-        return self.decision != "failed"
-
-    def failure_message(self) -> str:
-        """One line: the file, then each critical failure with its column and lines."""
-        shown = "; ".join(self.critical_failures[:3])
-        more = len(self.critical_failures) - 3
-        suffix = f"; (+{more} more, see {self.report_path})" if more > 0 else ""
-        return f"{self.data_path}: data-quality gate failed: {shown}{suffix}"
-
-    def summary(self) -> dict[str, Any]:
-        """Counts only, for logs, MLflow params and markdown."""
-        return {
-            "data_path": self.data_path,
-            "fingerprint": self.fingerprint,
-            "decision": self.decision,
-            "rows_in": self.rows_in,
-            "rows_kept": self.rows_kept,
-            "rows_quarantined": self.rows_quarantined,
-            "quarantined_by_rule": self.quarantined_by_rule,
-            "duplicate_rows": self.duplicate_rows,
-            "distinct_rows": self.distinct_rows,
-            "disease_share_in": self.disease_share_in,
-            "disease_share_kept": self.disease_share_kept,
-            "critical_failures": self.critical_failures,
-            "warning_failures": self.warning_failures,
-        }
+    report: ValidationReport
+    kept: pd.DataFrame
+    quarantine: pd.DataFrame
 
 
 def exact_percent(part: int, whole: int) -> str:
@@ -167,25 +100,19 @@ class GeOutcome:
         return [int(i) for i in self.result.get("unexpected_index_list") or []]
 
 
-def run_expectation_suite(
-    frame: pd.DataFrame, suite_name: str, expectations: list[dict[str, Any]], docs_root: Path | None
-) -> tuple[list[GeOutcome], str | None]:
-    """Run the suite with Great Expectations; return per-expectation results and the Data Docs index.
+def run_expectation_suite(frame: pd.DataFrame, suite_name: str, expectations: list[dict[str, Any]]) -> list[GeOutcome]:
+    """Run the suite with Great Expectations and return per-expectation results.
 
-    ``frame`` is indexed by file line, so GE's ``unexpected_index_list`` holds file lines. With
-    ``docs_root`` a file-backed context is created there (one per run, so concurrent runs never
-    share GE state) and Data Docs HTML is built; without it the context is ephemeral.
+    ``frame`` is indexed by file line, so GE's ``unexpected_index_list`` holds file lines. The context
+    is in memory: concurrent runs share no GE state. (GE's Data Docs are not built: offline they load
+    jQuery, Bootstrap and Vega from outside hosts; the run's own report replaces them.)
     """
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     import great_expectations as gx
     import heart_pipeline.expectations  # noqa: F401  (registers the contract's custom expectations)
 
-    if docs_root is None:
-        context = gx.get_context(mode="ephemeral")
-    else:
-        docs_root.mkdir(parents=True, exist_ok=True)
-        context = gx.get_context(mode="file", project_root_dir=str(docs_root))
+    context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     batch_definition = (
@@ -196,12 +123,11 @@ def run_expectation_suite(
     validation = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite_name}_validation", data=batch_definition, suite=suite)
     )
-    actions = [] if docs_root is None else [gx.checkpoint.UpdateDataDocsAction(name="build_data_docs")]
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name=f"{suite_name}_checkpoint",
             validation_definitions=[validation],
-            actions=actions,
+            actions=[],
             # COMPLETE for the failing index (quarantine needs every row); the values themselves
             # are read from the frame, so GE keeps no second unbounded list of values, nor a query
             # string that spells out every index.
@@ -217,6 +143,8 @@ def run_expectation_suite(
     for run_result in result.run_results.values():
         for item in run_result.results:
             config = item.expectation_config
+            if config is None:  # GE fills it for every suite expectation; typed as optional
+                continue
             raised = bool(item.exception_info and item.exception_info.get("raised_exception"))
             notes = config.notes or ""
             outcomes.append(
@@ -230,11 +158,7 @@ def run_expectation_suite(
                     exception=(item.exception_info or {}).get("exception_message") if raised else None,
                 )
             )
-    docs_index = None
-    if docs_root is not None:
-        index = docs_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-        docs_index = str(index) if index.exists() else None
-    return outcomes, docs_index
+    return outcomes
 
 
 def _describe_columns(frame: pd.DataFrame, contract: Contract) -> str:
@@ -472,20 +396,13 @@ def class_balance_warning(share_in: float | None, share_kept: float | None, limi
 
 
 def validate_frame(
-    raw: RawData,
-    data_path: str,
-    contract: Contract,
-    on_warning: str,
-    max_invalid_fraction: float,
-    out_dir: Path | None,
-) -> ValidationReport:
-    """Run the whole gate on an already-read file; write kept rows, quarantine, report and Data Docs."""
+    raw: RawData, data_path: str, contract: Contract, on_warning: str, max_invalid_fraction: float
+) -> ValidationResult:
+    """Run the whole gate on an already-read file: the verdict, the kept rows and the quarantine."""
     # Indexed by file line: GE's failing indices, the quarantine and every message speak in lines.
     # (An unnamed index: GE reports a named one as dicts.)
     frame = raw.frame.set_axis(pd.Index(raw.source_lines), axis=0)
-    ge_outcomes, docs_index = run_expectation_suite(
-        frame, contract.name, contract.raw["expectations"], out_dir / "great_expectations" if out_dir else None
-    )
+    ge_outcomes = run_expectation_suite(frame, contract.name, contract.raw["expectations"])
     outcomes = assess_outcomes(frame, contract, ge_outcomes)
     columns_ok = all(o.success for o in outcomes if o.expectation == COLUMNS_RULE)
     kept, quarantine = quarantine_invalid_rows(frame, ge_outcomes) if columns_ok else (frame.iloc[0:0], frame.iloc[0:0])
@@ -512,30 +429,27 @@ def validate_frame(
         critical_failures=critical,
         warning_failures=warnings,
         outcomes=outcomes,
-        data_docs_path=docs_index,
         distinct_rows=len(frame) - len(duplicate_lines),
         disease_share_in=share_in,
         disease_share_kept=share_kept if columns_ok else None,
     )
-    if out_dir is None:
-        return report
-    return write_validation_outputs(report, kept.reset_index(drop=True), quarantine, out_dir)
+    return ValidationResult(report, kept, quarantine)
 
 
-def write_validation_outputs(
-    report: ValidationReport, kept: pd.DataFrame, quarantine: pd.DataFrame, out_dir: Path
-) -> ValidationReport:
+def write_validation_outputs(result: ValidationResult, out_dir: Path, keep_rows: bool) -> ValidationReport:
+    """The evidence in the run folder: the report, the quarantine lines and, when asked (flows that do not
+    preprocess), the rows that passed. Returns the report with those paths filled in."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, str | None] = {"validated_path": None, "quarantine_path": None}
-    if report.passed:
-        kept.to_csv(out_dir / "validated.csv", index=False)
-        paths["validated_path"] = str(out_dir / "validated.csv")
-    if len(quarantine):
-        quarantine.to_csv(out_dir / "quarantine.csv", index=False)
-        paths["quarantine_path"] = str(out_dir / "quarantine.csv")
+    validated_path = quarantine_path = None
+    if keep_rows and result.report.passed:
+        result.kept.to_csv(out_dir / "validated.csv", index=False)
+        validated_path = str(out_dir / "validated.csv")
+    if len(result.quarantine):
+        result.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
+        quarantine_path = str(out_dir / "quarantine.csv")
     report_path = out_dir / "validation_report.json"
-    final = ValidationReport(
-        **{**asdict(report), "outcomes": report.outcomes, **paths, "report_path": str(report_path)}
+    final = replace(
+        result.report, validated_path=validated_path, quarantine_path=quarantine_path, report_path=str(report_path)
     )
     report_path.write_text(json.dumps(asdict(final), indent=2, default=_json_default))
     return final
@@ -549,86 +463,29 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def validate_dataset(
-    data_path: Path,
-    contract: Contract,
-    na_values: list[str],
-    max_file_mb: float,
-    on_warning: str,
-    max_invalid_fraction: float,
-    out_dir: Path | None,
-) -> ValidationReport:
-    raw = read_heart_csv(data_path, na_values, max_file_mb)
-    return validate_frame(raw, str(data_path), contract, on_warning, max_invalid_fraction, out_dir)
-
-
-def expectation_table(report: ValidationReport) -> list[dict[str, Any]]:
-    return [
-        {
-            "expectation": o.rule,
-            "severity": o.severity,
-            "result": "pass" if o.success else "FAIL",
-            "unexpected_count": o.unexpected_count,
-            "detail": o.detail,
-        }
-        for o in report.outcomes
-    ]
-
-
-def validation_markdown(report: ValidationReport) -> str:
-    by_rule = "\n".join(f"| {rule} | {count} |" for rule, count in sorted(report.quarantined_by_rule.items()))
-    failures = "\n".join(f"- **critical**: {c}" for c in report.critical_failures) or "- no critical failures"
-    warnings = "\n".join(f"- warning: {w}" for w in report.warning_failures)
-    return (
-        f"# Data-quality gate: {report.decision}\n\n"
-        f"File `{report.data_path}` (sha256 `{report.fingerprint[:12]}`)\n\n"
-        f"| rows in | rows kept | rows quarantined | distinct rows | duplicate rows (dropped before split) "
-        f"| disease share in / kept |\n|---|---|---|---|---|---|\n| {report.rows_in} | {report.rows_kept} | "
-        f"{report.rows_quarantined} | {report.distinct_rows} | {report.duplicate_rows} | "
-        f"{_share(report.disease_share_in)} / {_share(report.disease_share_kept)} |\n\n"
-        f"{failures}\n{warnings}\n\n"
-        + (f"| quarantined by rule | rows |\n|---|---|\n{by_rule}\n\n" if by_rule else "")
-        + f"Quarantine: `{report.quarantine_path}`  \nData Docs: `{report.data_docs_path}`\n"
-    )
-
-
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def enforce_gate(report: ValidationReport) -> ValidationReport:
-    """Stop with the report's one-line reason if a critical rule failed."""
-    if not report.passed:
-        raise DataError(report.failure_message())
-    return report
-
-
 @task(
     name="validate",
-    cache_key_fn=cache_key_for(sys.modules[__name__], tasks.load, heart_pipeline.contract),
+    cache_policy=data_step_cache_policy(
+        "dataset", sys.modules[__name__], heart_pipeline.tasks.load, heart_pipeline.contract
+    ),
     cache_expiration=timedelta(days=7),
     persist_result=True,
 )
 def validate_dataset_task(
-    data_path: Path,
-    contract: Contract,
-    settings: Settings,
-    out_dir: Path,
-    max_invalid_fraction: float | None = None,
-) -> ValidationReport:
-    """Run the gate. Cached on the data, config and code; a failed gate is a result too, so the
+    dataset: Dataset, contract: Contract, validation: ValidationConfig, max_invalid_fraction: float | None = None
+) -> ValidationResult:
+    """Run the gate. Cached on the data, contract, policy and code; a failed gate is a result too, so the
     caller can record the evidence before ``apply_gate_task`` fails the run."""
     from prefect import get_run_logger
 
-    report = validate_dataset(
-        data_path,
+    result = validate_frame(
+        dataset.raw,
+        dataset.path,
         contract,
-        settings.data.na_values,
-        settings.data.max_file_mb,
-        settings.validation.on_warning,
-        settings.validation.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction,
-        out_dir,
+        validation.on_warning,
+        validation.max_invalid_fraction if max_invalid_fraction is None else max_invalid_fraction,
     )
+    report = result.report
     get_run_logger().info(
         "Gate %s: %d rows in, %d kept, %d quarantined %s, %d distinct (duplicates are dropped in preprocess)",
         report.decision,
@@ -638,7 +495,13 @@ def validate_dataset_task(
         report.quarantined_by_rule,
         report.distinct_rows,
     )
-    return report
+    return result
+
+
+@task(name="save-validation")
+def save_validation_task(result: ValidationResult, out_dir: Path, keep_rows: bool = False) -> ValidationReport:
+    """Write this run's evidence (also when the verdict came from cache, so every run folder is complete)."""
+    return write_validation_outputs(result, out_dir, keep_rows)
 
 
 @task(name="apply-gate")
@@ -646,16 +509,12 @@ def apply_gate_task(report: ValidationReport) -> ValidationReport:
     """Publish the gate's evidence as Prefect artifacts (also when validation came from cache),
     then stop the run if a critical rule failed."""
     from prefect import get_run_logger
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_table_artifact(
         key="data-quality-expectations", table=expectation_table(report), description="Each expectation: pass or fail"
     )
     create_markdown_artifact(key="data-quality-report", markdown=validation_markdown(report))
-    if report.data_docs_path:
-        create_link_artifact(
-            key="data-quality-data-docs", link=Path(report.data_docs_path).as_uri(), link_text="Data Docs (local file)"
-        )
     logger = get_run_logger()
     for warning in report.warning_failures:
         logger.warning("Data-quality warning: %s", warning)
@@ -665,4 +524,4 @@ def apply_gate_task(report: ValidationReport) -> ValidationReport:
             report.duplicate_rows,
             report.distinct_rows,
         )
-    return enforce_gate(report)
+    return report.enforce()

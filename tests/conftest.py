@@ -1,24 +1,27 @@
-"""Shared fixtures. Test data comes from scikit-lego's bundled copy, generated at test time."""
+"""Shared fixtures (helpers live in tests/helpers.py). Test data is generated at test time from the
+bundled default data."""
 
 from __future__ import annotations
 
 import os
-import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
-import pytest
-import yaml
+# Before anything imports prefect: Prefect reads PREFECT_HOME once, at import, and keeps its result
+# storage and task cache there. A private home per test session keeps results and cache hits from
+# leaking into ~/.prefect or between sessions.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="heart-pipeline-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect-home")
+# Tests must never write to a tracking server or Prefect API the developer happens to have configured.
+for _variable in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+    os.environ.pop(_variable, None)
 
-import heart_pipeline  # noqa: F401  (telemetry defaults)
-from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT
-from tasks.load import write_default_dataset
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
-BIN = Path(sys.executable).parent
-
-# Tests must never write to a tracking server the developer happens to have configured.
-os.environ.pop("MLFLOW_TRACKING_URI", None)
+import heart_pipeline  # noqa: E402, F401  (telemetry defaults)
+from heart_pipeline.tasks.load import write_default_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -48,41 +51,12 @@ def clean_csv(session_dir: Path, clean_frame: pd.DataFrame) -> Path:
     return path
 
 
-def write_test_config(directory: Path, **overrides: object) -> Path:
-    """A config whose outputs and MLflow store live in ``directory``; CV is trimmed for speed."""
-    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config["outputs"]["runs_dir"] = str(directory / "runs")
-    config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
-    config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
-    config["cross_validation"]["n_repeats"] = 1
-    config["models"]["random_forest"]["n_estimators"] = 50
-    config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = directory / "config.yaml"
-    directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @pytest.fixture(scope="session")
 def prefect_server(session_dir: Path) -> Iterator[str]:
     """One real Prefect server (the test harness) for the whole session; yields its API URL."""
-    os.environ["PREFECT_HOME"] = str(session_dir / "prefect-home")
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # Generous: on a loaded 2-core machine the harness server can take over a minute to answer.
+    with prefect_test_harness(server_startup_timeout=180):
         yield str(PREFECT_API_URL.value())
-
-
-def cli_env(api_url: str, home: Path, tracking_uri: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return env

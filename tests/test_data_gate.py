@@ -10,15 +10,14 @@ import pytest
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.errors import DataError
-from tasks.validate import validate_dataset
+from tests.helpers import run_gate
 from tests.hostile import CASES, HostileCase
 
 SETTINGS, CONTRACT = load_settings_and_contract()
 
 
 def gate(path: Path, out_dir: Path | None = None, **overrides: object):
-    options = {"on_warning": "quarantine", "max_invalid_fraction": 0.2, **overrides}
-    return validate_dataset(path, CONTRACT, ["?"], 50, out_dir=out_dir, **options)
+    return run_gate(path, CONTRACT, out_dir, **overrides)
 
 
 def test_contract_covers_every_column_with_documented_rules() -> None:

@@ -9,13 +9,15 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, cli_env, write_test_config
+from tests.helpers import BIN, cli_env, write_test_config
 from tests.hostile import CASES
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def checked(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, bundled_csv: Path) -> dict:
-    from flows.data_quality import heart_data_quality
+    from heart_pipeline.flows.data_quality import heart_data_quality
 
     directory = tmp_path_factory.mktemp("dq")
     config = write_test_config(directory)
@@ -29,7 +31,7 @@ def test_reports_counts_and_quarantine(checked: dict) -> None:
     assert (result["rows_in"], result["rows_kept"], result["rows_quarantined"]) == (303, 301, 2)
     quarantine = pd.read_csv(result["quarantine_path"])
     assert set(quarantine["rule"]) == {"expect_column_values_to_not_be_null(thal)"}
-    assert Path(result["data_docs_path"]).exists()
+    assert Path(result["report_path"]).exists()
 
 
 def test_prefect_artifacts_list_every_expectation(checked: dict) -> None:
@@ -45,7 +47,6 @@ def test_prefect_artifacts_list_every_expectation(checked: dict) -> None:
     assert {
         "data-quality-expectations",
         "data-quality-report",
-        "data-quality-data-docs",
         "data-quality-mlflow-run",
     } <= set(by_key)
     table = by_key["data-quality-expectations"].data
@@ -53,17 +54,16 @@ def test_prefect_artifacts_list_every_expectation(checked: dict) -> None:
     assert "FAIL" in str(table)
 
 
-def test_data_docs_open_from_mlflow_and_show_the_failure(checked: dict, tmp_path: Path) -> None:
+def test_the_evidence_opens_from_mlflow_and_shows_the_failure(checked: dict, tmp_path: Path) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{checked['directory'] / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("heart-disease-data-quality")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags["gate.decision"] == "quarantined"
     assert run.data.metrics["rows_quarantined"] == 2
-    local = Path(client.download_artifacts(run.info.run_id, "data_quality/data_docs", str(tmp_path)))
-    assert (local / "index.html").exists()
-    pages = [p.read_text() for p in (local / "validations").rglob("*.html")]
-    assert pages, "the validation result page is logged"
-    assert any("Failed" in page and "thal" in page for page in pages)
+    local = Path(client.download_artifacts(run.info.run_id, "data_quality", str(tmp_path)))
+    quarantine = pd.read_csv(local / "quarantine.csv")
+    assert quarantine["column"].tolist() == ["thal", "thal"]
+    assert "thal" in (local / "validation_report.json").read_text()
 
 
 def test_validate_cli_exits_non_zero_on_a_critical_failure(

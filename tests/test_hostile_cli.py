@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, cli_env, write_test_config
+from tests.helpers import BIN, cli_env, write_test_config
 from tests.hostile import CASES, HostileCase
 
 
@@ -75,7 +75,15 @@ def good_run(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, clea
     }
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+# Every case runs at function level in test_data_gate.py; through the whole CLI (a Prefect flow run, the
+# exit code, the last stderr line, the untouched registry) a few representatives are enough: one refused
+# before reading, one refused by a critical rule, one by the quarantine budget.
+CLI_CASES = [c for c in CASES if c.name in ("missing-file", "target-value-2", "every-row-invalid")]
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
 def test_hostile_file_fails_cleanly_and_touches_nothing(
     case: HostileCase, good_run: dict, tmp_path: Path, clean_frame: pd.DataFrame
 ) -> None:

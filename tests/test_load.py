@@ -5,7 +5,7 @@ import pytest
 
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.errors import DataError
-from tasks.load import load_dataset, read_heart_csv, translate_sklego_hearts
+from heart_pipeline.tasks.load import load_dataset, read_heart_csv, translate_sklego_hearts
 
 
 def test_translation_to_project_codes() -> None:
@@ -63,8 +63,8 @@ def test_question_mark_and_blank_read_as_missing(tmp_path: Path) -> None:
 
 def test_default_file_is_written_only_for_the_default_path(tmp_path: Path) -> None:
     default = tmp_path / "data" / "heart.csv"
-    summary = load_dataset(default, ["?"], 50, default)
-    assert default.exists() and summary.n_rows == 303
-    assert "scikit-lego" in summary.provenance
+    dataset = load_dataset(default, ["?"], 50, default)
+    assert default.exists() and dataset.summary.n_rows == 303
+    assert "scikit-lego" in dataset.provenance
     with pytest.raises(DataError, match="file not found"):
         load_dataset(tmp_path / "other.csv", ["?"], 50, default)

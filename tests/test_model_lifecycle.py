@@ -20,51 +20,34 @@ from hypothesis import strategies as st
 
 from heart_pipeline.config import Settings, load_settings_and_contract
 from heart_pipeline.errors import PipelineError
-from tasks.evaluate import evaluate_model
-from tasks.load import load_dataset
-from tasks.preprocess import preprocess_dataset
-from tasks.promote import CHAMPION, gate, promote_best_model, rollback_champion
-from tasks.track import log_model_run
-from tasks.train import hyperparameters, train_model
-from tasks.validate import validate_dataset
-from tests.conftest import BIN, cli_env, write_test_config
+from heart_pipeline.registry import CHAMPION, rollback_champion
+from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
+from heart_pipeline.tasks.load import load_dataset
+from heart_pipeline.tasks.preprocess import prepare_training_data
+from heart_pipeline.tasks.promote import promote_best_model
+from heart_pipeline.tasks.track import log_model_run, register_logged_model
+from heart_pipeline.tasks.train import train_model
+from heart_pipeline.tasks.validate import validate_frame
+from tests.helpers import BIN, cli_env, write_test_config
+
+pytestmark = pytest.mark.e2e
 
 
-def build_candidates(settings: Settings, data: Path, out: Path, tag: str) -> tuple[list, list, Any]:
+def build_candidates(settings: Settings, data: Path, tag: str) -> tuple[list, list, Any]:
+    """The training flow's steps called as plain functions (no Prefect), with the test config's values."""
     _, contract = load_settings_and_contract()
-    dataset = load_dataset(data, ["?"], 50, data)
-    report = validate_dataset(data, contract, ["?"], 50, "quarantine", 0.2, out / "validation")
-    prepared = preprocess_dataset(report.validated_file, "target", settings.features, 0.2, 42, out / "data")
+    dataset = load_dataset(data, settings.data.na_values, settings.data.max_file_mb, data)
+    validated = validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump())
+    seed = settings.split.seed
+    prepared = prepare_training_data(validated.kept, settings.data.target, settings.split.test_size, seed)
     tracked, evaluations = [], []
     for name in settings.training.models:
-        trained = train_model(
-            name,
-            hyperparameters(name, settings.models),
-            settings.features,
-            prepared.train_path,
-            "target",
-            out / "models",
-            42,
-            settings.threshold.strategy,
-            settings.threshold.value,
-            5,
-        )
-        evaluation = evaluate_model(trained, prepared.train_path, prepared.test_path, "target", 5, 1, 42, out / "ev")
-        tracked.append(
-            log_model_run(
-                trained,
-                evaluation,
-                dataset,
-                report,
-                prepared,
-                "target",
-                settings.tracking_uri,
-                "heart-disease",
-                settings.resolve(settings.mlflow.artifact_root),
-                settings.mlflow.registered_model,
-                {"prefect.flow_run_id": tag},
-            )
-        )
+        trained = train_model(name, prepared, settings, seed)
+        proba = held_out_probabilities(trained, prepared)
+        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+        tags = {"prefect.flow_run_id": tag}
+        logged = log_model_run(trained, evaluation, dataset.summary, validated.report, prepared, settings, tags)
+        tracked.append(register_logged_model(logged, evaluation, dataset.summary, settings, tags))
         evaluations.append(evaluation)
     return tracked, evaluations, prepared
 
@@ -74,12 +57,15 @@ def with_changes(settings: Settings, **sections: dict) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
-    """A store with a good champion, plus a crippled (near-random) pair of candidates registered."""
+def template(tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
+    """A store with a good champion, plus a crippled (near-random) pair of candidates registered.
+
+    Built once; tests that move the alias get their own copy (``store``), so no test depends on another's order.
+    """
     directory = tmp_path_factory.mktemp("lifecycle")
     config = write_test_config(directory)
     settings, _ = load_settings_and_contract(config)
-    good = build_candidates(settings, clean_csv, directory / "good", "good")
+    good = build_candidates(settings, clean_csv, "good")
     first = promote_best_model(*good, settings)
     crippled_settings = settings.model_copy(
         update={
@@ -93,7 +79,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
             )
         }
     )
-    bad = build_candidates(crippled_settings, clean_csv, directory / "bad", "bad")
+    bad = build_candidates(crippled_settings, clean_csv, "bad")
     return {
         "config": config,
         "settings": settings,
@@ -105,17 +91,21 @@ def store(tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
     }
 
 
+@pytest.fixture
+def store(template: dict, tmp_path: Path) -> dict:
+    """A private copy of the template's registry (the artifacts are shared and only read)."""
+    import shutil
+
+    shutil.copyfile(template["directory"] / "mlflow.db", tmp_path / "mlflow.db")
+    config = write_test_config(
+        tmp_path, mlflow__artifact_root=str(template["directory"] / "mlartifacts"), outputs__runs_dir=str(tmp_path)
+    )
+    settings, _ = load_settings_and_contract(config)
+    return {**template, "config": config, "settings": settings, "client": mlflow.MlflowClient(settings.tracking_uri)}
+
+
 def champion_of(store: dict) -> str:
     return str(store["client"].get_model_version_by_alias("heart-disease", CHAMPION).version)
-
-
-def test_gate_logic() -> None:
-    floors = {"test_roc_auc": 0.8, "test_recall": 0.7}
-    good = {"test_roc_auc": 0.9, "test_recall": 0.8}
-    assert gate(good, None, floors, "test_roc_auc", 0.01)[0]
-    assert gate(good, {"test_roc_auc": 0.905, "test_recall": 0.9}, floors, "test_roc_auc", 0.01)[0]
-    assert not gate(good, {"test_roc_auc": 0.95, "test_recall": 0.9}, floors, "test_roc_auc", 0.01)[0]
-    assert not gate({"test_roc_auc": 0.99, "test_recall": 0.6}, None, floors, "test_roc_auc", 0.01)[0]
 
 
 def test_first_model_is_promoted_when_it_passes_the_floors(store: dict) -> None:
@@ -197,35 +187,35 @@ def test_rollback_cli(store: dict, prefect_server: str, session_dir: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def patients(store: dict, clean_frame: pd.DataFrame) -> Path:
+def patients(template: dict, clean_frame: pd.DataFrame) -> Path:
     frame = clean_frame.drop(columns="target").head(40).copy()
     frame.loc[5, "age"] = 500  # out of range
     frame.loc[9, "ca"] = 7  # unknown code
-    path = store["directory"] / "patients.csv"
+    path = template["directory"] / "patients.csv"
     frame.to_csv(path, index=False)
     return path
 
 
 @pytest.fixture(scope="module")
-def scored(store: dict, patients: Path, prefect_server: str) -> dict:
-    from flows.batch_scoring import heart_batch_scoring
+def scored(template: dict, patients: Path, prefect_server: str) -> dict:
+    from heart_pipeline.flows.batch_scoring import heart_batch_scoring
 
     state = heart_batch_scoring(
         data_path=str(patients),
-        out_path=str(store["directory"] / "out" / "pred.csv"),
-        config_path=str(store["config"]),
+        out_path=str(template["directory"] / "out" / "pred.csv"),
+        config_path=str(template["config"]),
         return_state=True,
     )
     assert state.is_completed(), state.message
     return state.result()
 
 
-def test_batch_scoring_scores_valid_rows_and_quarantines_the_rest(scored: dict, store: dict) -> None:
+def test_batch_scoring_scores_valid_rows_and_quarantines_the_rest(scored: dict, template: dict) -> None:
     predictions = pd.read_csv(scored["predictions_path"])
     assert (scored["rows_in"], scored["rows_scored"], scored["rows_quarantined"]) == (40, 38, 2)
     assert len(predictions) == 38
     assert {"probability", "label", "model_version"} <= set(predictions.columns)
-    assert predictions["model_version"].astype(str).unique().tolist() == [champion_of(store)]
+    assert predictions["model_version"].astype(str).unique().tolist() == [champion_of(template)]
     assert predictions["probability"].between(0, 1).all()
     quarantine = pd.read_csv(scored["quarantine_path"])
     assert sorted(quarantine["column"]) == ["age", "ca"]
@@ -233,7 +223,7 @@ def test_batch_scoring_scores_valid_rows_and_quarantines_the_rest(scored: dict, 
 
 
 def test_batch_scoring_without_a_champion_fails_clearly(tmp_path: Path, patients: Path, prefect_server: str) -> None:
-    from flows.batch_scoring import heart_batch_scoring
+    from heart_pipeline.flows.batch_scoring import heart_batch_scoring
 
     config = write_test_config(tmp_path)
     state = heart_batch_scoring(data_path=str(patients), config_path=str(config), return_state=True)
@@ -242,12 +232,12 @@ def test_batch_scoring_without_a_champion_fails_clearly(tmp_path: Path, patients
 
 
 @pytest.fixture(scope="module")
-def api(store: dict):
+def api(template: dict):
     from fastapi.testclient import TestClient
 
     from heart_pipeline.api import create_app
 
-    with TestClient(create_app(str(store["config"])), raise_server_exceptions=False) as client:
+    with TestClient(create_app(str(template["config"])), raise_server_exceptions=False) as client:
         yield client
 
 
@@ -266,10 +256,10 @@ def test_api_matches_batch_scoring(api, scored: dict) -> None:
     assert single["predictions"][0]["probability"] == pytest.approx(got[0], abs=1e-12)
 
 
-def test_api_health_reports_the_champion(api, store: dict) -> None:
+def test_api_health_reports_the_champion(api, template: dict) -> None:
     response = api.get("/health")
     assert response.status_code == 200
-    assert response.json()["champion_version"] == champion_of(store)
+    assert response.json()["champion_version"] == champion_of(template)
 
 
 @pytest.mark.parametrize(

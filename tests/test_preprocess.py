@@ -4,25 +4,36 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.config import load_config
-from tasks.preprocess import build_preprocessor, preprocess_dataset, split_train_test
+from heart_pipeline.tasks.preprocess import (
+    build_preprocessor,
+    prepare_training_data,
+    split_train_test,
+    write_training_exports,
+)
 
 SETTINGS = load_config()
 
 
 def test_duplicates_are_dropped_before_the_split(tmp_path: Path, clean_frame: pd.DataFrame) -> None:
     with_copies = pd.concat([clean_frame, clean_frame.head(10)], ignore_index=True)
-    path = tmp_path / "validated.csv"
-    with_copies.to_csv(path, index=False)
-    prepared = preprocess_dataset(path, "target", SETTINGS.features, 0.2, 42, tmp_path / "out")
+    prepared = prepare_training_data(with_copies, "target", 0.2, 42)
     assert prepared.duplicates_removed == 10
-    train = pd.read_csv(prepared.train_path)
-    test = pd.read_csv(prepared.test_path)
+    train = prepared.x_train.assign(target=prepared.y_train)
+    test = prepared.x_test.assign(target=prepared.y_test)
     assert len(train) + len(test) == len(clean_frame.drop_duplicates())
     overlap = train.merge(test, how="inner")
     assert overlap.empty, "a row on both sides of the split is leakage"
-    assert len(pd.read_csv(prepared.duplicates_path)) == 10
-    for name in ("processed_heart", "X_train_clean", "X_test_clean", "y_train", "y_test"):
-        assert (tmp_path / "out" / f"{name}.csv").exists()
+    written = write_training_exports(prepared, SETTINGS.features, "target", tmp_path)
+    assert {p.stem for p in written} == {
+        "processed_heart",
+        "X_train_clean",
+        "X_test_clean",
+        "y_train",
+        "y_test",
+        "duplicates_removed",
+    }
+    assert len(pd.read_csv(tmp_path / "duplicates_removed.csv")) == 10
+    assert len(pd.read_csv(tmp_path / "processed_heart.csv")) == len(train) + len(test)
 
 
 def test_split_is_stratified_and_seeded(clean_frame: pd.DataFrame) -> None:

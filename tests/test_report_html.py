@@ -11,7 +11,7 @@ import pytest
 from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT
 from heart_pipeline.contract import load_contract
 from heart_pipeline.report_html import capped_lines, render_validation_html, rule_checks, sorted_outcomes
-from tasks.validate import RuleOutcome, ValidationReport
+from heart_pipeline.results import RuleOutcome, ValidationReport
 
 HOSTILE = '<script src="https://evil.example/x.js"></script><img src=//cdn.example/p.png>'
 

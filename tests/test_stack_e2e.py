@@ -11,14 +11,13 @@ from pathlib import Path
 
 import httpx
 import mlflow
-import pandas as pd
 import psutil
 import pytest
 import yaml
 
 from heart_pipeline import stack
 from heart_pipeline.config import PROJECT_ROOT, load_config
-from tests.conftest import BIN, write_test_config
+from tests.helpers import BIN, write_test_config
 from tests.hostile import CASES
 
 
@@ -26,6 +25,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+pytestmark = pytest.mark.stack
 
 
 def test_prefect_yaml_deploys_both_flows_to_the_configured_pool() -> None:
@@ -117,23 +119,22 @@ def test_deployment_run_end_to_end(live_stack: dict, clean_csv: Path, tmp_path_f
         assert run.data.tags["prefect.flow_run_id"] == flow_run_id
         assert "test_roc_auc" in run.data.metrics
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert any(p.endswith("_roc_curve.png") for p in plots)
-        assert any(p.endswith("_confusion_matrix.png") for p in plots)
+        assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= plots
     versions = client.search_model_versions()
     assert {v.name for v in versions} == {load_config().mlflow.registered_model}
     assert client.get_model_version_by_alias("heart-disease", "champion")
 
-    # 3. The same data again: validate and preprocess are served from cache, visibly.
+    # 3. The same data again: the validation verdict is served from cache, visibly.
     code, second_id, output = deployment_run(
         layout, "heart-training/heart-training", data_path=str(clean_csv), config_path=str(config)
     )
     assert code == 0, output[-3000:]
     states = task_states(layout, second_id)
     assert [s for k, s in states.items() if k.startswith("validate")] == ["Cached"], states
-    assert [s for k, s in states.items() if k.startswith("preprocess")] == ["Cached"], states
     run_folders = sorted((directory / "runs" / "heart-training").iterdir())
     assert len(run_folders) == 2
-    assert (run_folders[1] / "data" / "X_train_clean.csv").exists(), "cached outputs are linked into the run"
+    for relative in ("data/X_train_clean.csv", "validation/validation_report.json"):
+        assert (run_folders[1] / relative).exists(), f"every run folder is complete: {relative}"
 
     versions = client.search_model_versions()
     assert len(versions) == 4
@@ -156,7 +157,8 @@ def test_deployment_run_end_to_end(live_stack: dict, clean_csv: Path, tmp_path_f
 def test_data_quality_deployment_and_schedules(live_stack: dict, clean_csv: Path, tmp_path: Path) -> None:
     layout: stack.StackLayout = live_stack["layout"]
     config = write_test_config(tmp_path)
-    code, _, output = deployment_run(
+    before = clean_csv.read_bytes()
+    code, flow_run_id, output = deployment_run(
         layout, "heart-data-quality/heart-data-quality", data_path=str(clean_csv), config_path=str(config)
     )
     assert code == 0, output[-3000:]
@@ -164,4 +166,7 @@ def test_data_quality_deployment_and_schedules(live_stack: dict, clean_csv: Path
     schedules = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
     assert schedules["heart-training"] == ["0 3 * * 1"]
     assert schedules["heart-data-quality"] == ["0 2 * * *"]
-    pd.read_csv(clean_csv)  # the input is untouched
+    assert api(layout, "GET", f"/flow_runs/{flow_run_id}")["state"]["type"] == "COMPLETED"
+    (run_dir,) = (tmp_path / "runs" / "heart-data-quality").iterdir()
+    assert (run_dir / "validation" / "validated.csv").exists()
+    assert clean_csv.read_bytes() == before, "the input is never modified"

@@ -6,19 +6,21 @@ import pandas as pd
 import pytest
 
 from heart_pipeline.config import load_config
-from tasks.evaluate import corrected_confidence_interval, evaluate_model, held_out_metrics
-from tasks.train import build_model, hyperparameters, train_model
+from heart_pipeline.stats import corrected_confidence_interval, held_out_metrics
+from heart_pipeline.tasks.evaluate import evaluate_model, evaluation_figures, held_out_probabilities, write_evaluation
+from heart_pipeline.tasks.preprocess import prepare_training_data
+from heart_pipeline.tasks.train import build_model, train_model
 
 SETTINGS = load_config()
 
 
+def settings_with(**sections: dict):
+    return SETTINGS.model_copy(update={k: getattr(SETTINGS, k).model_copy(update=v) for k, v in sections.items()})
+
+
 @pytest.fixture(scope="module")
-def split_files(tmp_path_factory: pytest.TempPathFactory, clean_frame: pd.DataFrame) -> tuple[str, str]:
-    directory = tmp_path_factory.mktemp("split")
-    train, test = clean_frame.iloc[:220], clean_frame.iloc[220:]
-    train.to_csv(directory / "train.csv", index=False)
-    test.to_csv(directory / "test.csv", index=False)
-    return str(directory / "train.csv"), str(directory / "test.csv")
+def prepared(clean_frame: pd.DataFrame):
+    return prepare_training_data(clean_frame, "target", 0.25, 42)
 
 
 def test_seed_hyperparameters_build_without_deprecation_warnings(clean_frame: pd.DataFrame) -> None:
@@ -26,31 +28,22 @@ def test_seed_hyperparameters_build_without_deprecation_warnings(clean_frame: pd
     for name in ("logistic_regression", "random_forest"):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            model = build_model(name, hyperparameters(name, SETTINGS.models), SETTINGS.features).fit(x, y)
+            model = build_model(name, SETTINGS.hyperparameters(name), SETTINGS.features, 0).fit(x, y)
         assert model.predict_proba(x.head(3)).shape == (3, 2)
-    lr = build_model(
-        "logistic_regression", hyperparameters("logistic_regression", SETTINGS.models), SETTINGS.features
-    ).fit(x, y)
-    assert (lr.named_steps["classifier"].coef_ == 0).any(), "L1 should zero out some coefficients"
+    lr = build_model("logistic_regression", SETTINGS.hyperparameters("logistic_regression"), SETTINGS.features, 0)
+    assert (lr.fit(x, y).named_steps["classifier"].coef_ == 0).any(), "L1 should zero out some coefficients"
 
 
-def test_train_and_evaluate_write_model_metrics_and_plots(tmp_path: Path, split_files: tuple[str, str]) -> None:
-    train_path, test_path = split_files
-    trained = train_model(
-        "random_forest",
-        hyperparameters("random_forest", SETTINGS.models),
-        SETTINGS.features,
-        train_path,
-        "target",
-        tmp_path / "models",
-        seed=3,
-        threshold_strategy="youden",
-        n_splits=3,
-    )
-    assert trained.params["random_state"] == 3
+def test_train_and_evaluate_give_metrics_and_plots(tmp_path: Path, prepared) -> None:
+    settings = settings_with(cross_validation={"n_splits": 3, "n_repeats": 2})
+    trained = train_model("random_forest", prepared, settings, seed=3)
+    assert trained.model.estimator_.named_steps["classifier"].random_state == 3
     assert 0 < trained.threshold < 1
     assert "out-of-fold" in trained.threshold_note and "test set was not used" in trained.threshold_note
-    evaluation = evaluate_model(trained, train_path, test_path, "target", 3, 2, 42, tmp_path / "eval")
+    proba = held_out_probabilities(trained, prepared)
+    evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, 42)
+    figures = evaluation_figures(trained.name, prepared.y_test.to_numpy(), proba, trained.threshold)
+    evaluation = write_evaluation(evaluation, figures, tmp_path)
     assert evaluation.threshold == trained.threshold
     m = evaluation.metrics
     for key in (
@@ -86,28 +79,13 @@ def test_metrics_at_threshold() -> None:
 
 def test_corrected_interval_is_wider_than_naive() -> None:
     scores = np.array([0.8, 0.85, 0.9, 0.82, 0.88])
-    low, high = corrected_confidence_interval(scores, 200, 50, 5)
+    low, high = corrected_confidence_interval(scores, 200, 50)
     naive_half = 2.776 * scores.std(ddof=1) / np.sqrt(5)
     assert (high - low) / 2 > naive_half
 
 
-def test_fixed_threshold_labels_like_predict(split_files: tuple[str, str], tmp_path: Path) -> None:
-    from tasks.train import load_trained
-
-    train_path, test_path = split_files
-    params = hyperparameters("logistic_regression", SETTINGS.models)
-    trained = train_model(
-        "logistic_regression",
-        params,
-        SETTINGS.features,
-        train_path,
-        "target",
-        tmp_path,
-        seed=1,
-        threshold_strategy="fixed",
-        threshold_value=0.3,
-    )
-    model = load_trained(trained)
-    x_test = pd.read_csv(test_path).drop(columns="target")
-    proba = model.predict_proba(x_test)[:, 1]
-    np.testing.assert_array_equal(model.predict(x_test), (proba >= 0.3).astype(int))
+def test_fixed_threshold_labels_like_predict(prepared) -> None:
+    settings = settings_with(threshold={"strategy": "fixed", "value": 0.3})
+    model = train_model("logistic_regression", prepared, settings, seed=1).model
+    proba = model.predict_proba(prepared.x_test)[:, 1]
+    np.testing.assert_array_equal(model.predict(prepared.x_test), (proba >= 0.3).astype(int))

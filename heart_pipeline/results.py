@@ -1,0 +1,171 @@
+"""What the steps return: plain, typed records shared by steps, renderers, the CLI and the API.
+
+They live in the base package so that renderers and entry points can read them without importing
+a step module (imports run flows -> tasks -> base, never back up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heart_pipeline.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What the load step found, without the rows: small enough for logs, tags and run names."""
+
+    path: str
+    fingerprint: str
+    n_rows: int
+    n_columns: int
+    provenance: str
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """The result of one rule on one file, read from GE's own result (severity, notes, index)."""
+
+    rule: str
+    expectation: str
+    column: str | None
+    severity: str
+    success: bool
+    unexpected_count: int
+    lines: list[int]  # the first failing file lines (bounded); quarantine.csv holds them all
+    detail: str
+    why: str
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    data_path: str
+    fingerprint: str
+    rows_in: int
+    rows_kept: int
+    rows_quarantined: int
+    quarantined_by_rule: dict[str, int]
+    duplicate_rows: int  # extra copies of an earlier row: kept here, dropped by preprocess before the split
+    duplicate_lines: list[int]  # the first of them (bounded)
+    decision: str  # passed | quarantined | failed
+    critical_failures: list[str]
+    warning_failures: list[str]
+    outcomes: list[RuleOutcome] = field(default_factory=list)
+    distinct_rows: int = 0
+    disease_share_in: float | None = None  # share of target = 1 before and after quarantine
+    disease_share_kept: float | None = None
+    # Filled in by the step's I/O layer once the evidence is written into the run folder.
+    validated_path: str | None = None
+    quarantine_path: str | None = None
+    report_path: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.decision != "failed"
+
+    def failure_message(self) -> str:
+        """One line: the file, then each critical failure with its column and lines."""
+        shown = "; ".join(self.critical_failures[:3])
+        more = len(self.critical_failures) - 3
+        suffix = f"; (+{more} more, see {self.report_path})" if more > 0 else ""
+        return f"{self.data_path}: data-quality gate failed: {shown}{suffix}"
+
+    def enforce(self) -> ValidationReport:
+        """Stop with the one-line reason if a critical rule failed."""
+        if not self.passed:
+            raise DataError(self.failure_message())
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """Counts only, for logs, MLflow params and markdown."""
+        return {
+            "data_path": self.data_path,
+            "fingerprint": self.fingerprint,
+            "decision": self.decision,
+            "rows_in": self.rows_in,
+            "rows_kept": self.rows_kept,
+            "rows_quarantined": self.rows_quarantined,
+            "quarantined_by_rule": self.quarantined_by_rule,
+            "duplicate_rows": self.duplicate_rows,
+            "distinct_rows": self.distinct_rows,
+            "disease_share_in": self.disease_share_in,
+            "disease_share_kept": self.disease_share_kept,
+            "critical_failures": self.critical_failures,
+            "warning_failures": self.warning_failures,
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    name: str
+    metrics: dict[str, float]
+    threshold: float
+    threshold_note: str
+    cv_scores: dict[str, list[float]] = field(default_factory=dict)
+    plots: dict[str, str] = field(default_factory=dict)  # kind -> PNG path, written by the task wrapper
+    metrics_csv: str = ""
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """One model's MLflow run, before registration."""
+
+    name: str
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    ui_url: str
+
+
+@dataclass(frozen=True)
+class TrackedModel:
+    """A logged run plus the registry version made from it."""
+
+    name: str
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    registered_model: str
+    version: str
+    ui_url: str
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Corrected resampled t-test (Nadeau & Bengio) of two models' CV ROC-AUC on the same folds."""
+
+    better: str
+    worse: str
+    mean_difference: float
+    p_value: float
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    registered_model: str
+    challenger: str
+    challenger_version: str
+    promoted: bool
+    reasons: list[str]
+    challenger_metrics: dict[str, float]
+    champion_version_before: str | None
+    champion_metrics: dict[str, float] | None
+    champion_version_after: str | None
+    comparison: PairedComparison | None = None
+    floors: dict[str, float] = field(default_factory=dict)
+    metric: str = "test_roc_auc"
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    predictions_path: str
+    rows_scored: int
+    model_version: str
+    copied_to: str | None
+
+    @property
+    def where(self) -> Path:
+        return Path(self.copied_to or self.predictions_path)

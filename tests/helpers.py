@@ -1,0 +1,64 @@
+"""Helpers shared by the tests: test configs, CLI environments, the venv's bin folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, load_settings_and_contract
+from heart_pipeline.contract import Contract
+from heart_pipeline.results import ValidationReport
+from heart_pipeline.tasks.load import read_heart_csv
+from heart_pipeline.tasks.validate import validate_frame, write_validation_outputs
+
+BIN = Path(sys.executable).parent
+
+
+def write_test_config(directory: Path, **overrides: object) -> Path:
+    """A config whose outputs and MLflow store live in ``directory``; CV is trimmed for speed."""
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config["outputs"]["runs_dir"] = str(directory / "runs")
+    config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
+    config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
+    config["cross_validation"]["n_repeats"] = 1
+    config["models"]["random_forest"]["n_estimators"] = 50
+    config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = directory / "config.yaml"
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def make_settings(directory: Path, **overrides: object) -> tuple[Path, Settings, Contract]:
+    config = write_test_config(directory, **overrides)
+    settings, contract = load_settings_and_contract(config)
+    return config, settings, contract
+
+
+def run_gate(
+    path: Path,
+    contract: Contract,
+    out_dir: Path | None = None,
+    on_warning: str = "quarantine",
+    max_invalid_fraction: float = 0.2,
+) -> ValidationReport:
+    """The gate on a file, as the flows run it; with ``out_dir`` the evidence is written there."""
+    result = validate_frame(read_heart_csv(path, ["?"], 50), str(path), contract, on_warning, max_invalid_fraction)
+    return write_validation_outputs(result, out_dir, keep_rows=True) if out_dir else result.report
+
+
+def cli_env(api_url: str, home: Path, tracking_uri: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
