@@ -70,12 +70,13 @@ class Contract:
         return ""
 
     @property
-    def label_column(self) -> str:
-        """The label: the column whose rule demands every class (a file of one class cannot train)."""
+    def label_column(self) -> str | None:
+        """The label: the column whose rule demands every class (a file of one class cannot train).
+        None for a contract of unlabelled rows (batch scoring)."""
         for rule in self.rules:
             if rule.type == "expect_column_distinct_values_to_contain_set" and rule.column:
                 return rule.column
-        raise ConfigError(f"contract {self.name}: no expect_column_distinct_values_to_contain_set rule names the label")
+        return None
 
     @property
     def max_disease_share_change(self) -> float:

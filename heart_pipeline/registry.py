@@ -165,15 +165,18 @@ def register_model_version(tracking_uri: str, name: str, run_id: str, model_uri:
     """
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri)
-    for existing in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        return str(existing.version)
-    try:
-        client.create_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        pass  # it exists already
-    created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
-    return str(created.version)
+    # Inside the store's context: MLflow resolves a logged model's models:/m-... URI through the
+    # fluent API's store, not the client's.
+    with tracking_store(tracking_uri):
+        client = mlflow.MlflowClient(tracking_uri)
+        for existing in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+            return str(existing.version)
+        try:
+            client.create_registered_model(name)
+        except mlflow.exceptions.MlflowException:
+            pass  # it exists already
+        created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        return str(created.version)
 
 
 def predict_with_threshold(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

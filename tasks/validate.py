@@ -377,8 +377,8 @@ def min_rows_of(contract: Contract) -> int:
     return 0
 
 
-def disease_share(frame: pd.DataFrame, target: str) -> float | None:
-    if target not in frame.columns or not len(frame):
+def disease_share(frame: pd.DataFrame, target: str | None) -> float | None:
+    if target is None or target not in frame.columns or not len(frame):
         return None
     labels = pd.to_numeric(frame[target], errors="coerce")
     return float((labels == 1).sum() / labels.notna().sum()) if labels.notna().any() else None
