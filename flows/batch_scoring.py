@@ -30,7 +30,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     scoring_contract = contract.for_scoring(settings.data.target)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
 
-    dataset = load_dataset_task(settings.resolve(data_path), settings)
+    dataset = load_dataset_task(settings.resolve(data_path), settings, scoring_contract.columns)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
         validated = validate_dataset_task(dataset, scoring_contract, settings.validation, max_invalid_fraction=1.0)

@@ -20,12 +20,16 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
     on_failure=[publish_failure_report],
     on_crashed=[publish_failure_report],
 )
-def heart_data_quality(data_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
-    """Check a CSV against the data contract without training; fails on any critical rule."""
+def heart_data_quality(
+    data_path: str | None = None, config_path: str | None = None, disease_label: int | None = None
+) -> dict[str, Any]:
+    """Check a CSV against the data contract without training; fails on any critical rule.
+    ``disease_label``: the file's code for disease (default data.disease_label)."""
     settings, contract = load_settings_and_contract(config_path)
+    settings = settings.with_disease_label(disease_label)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-data-quality", flow_run_id())
 
-    dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings)
+    dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         validated = validate_dataset_task(dataset, contract, settings.validation)
         report = save_validation_task(validated, run_dir / "validation", keep_rows=True)

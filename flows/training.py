@@ -32,17 +32,20 @@ def heart_training(
     models: list[str] | None = None,
     seed: int | None = None,
     config_path: str | None = None,
+    disease_label: int | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and register Logistic Regression and Random Forest on a validated CSV.
 
-    Defaults come from config/config.yaml: data.path, training.models and split.seed.
+    Defaults come from config/config.yaml: data.path, training.models, split.seed and data.disease_label
+    (the file's code for disease: 0 for files coded like Kaggle's heart.csv).
     """
     settings, contract = load_settings_and_contract(config_path)
+    settings = settings.with_disease_label(disease_label)
     seed = settings.split.seed if seed is None else seed
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-training", flow_run_id())
     run_tags = {"prefect.flow_run_id": flow_run_id()}
 
-    dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings)
+    dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         validated = validate_dataset_task(dataset, contract, settings.validation)
         report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))

@@ -37,7 +37,9 @@ def data_step_cache_policy(dataset_argument: str, *modules: ModuleType) -> Any:
     code = code_digest(list(modules))
 
     def content_key(_context: Any, parameters: dict[str, Any]) -> str:
-        fingerprint = getattr(parameters.get(dataset_argument), "fingerprint", "")
+        dataset = parameters.get(dataset_argument)
+        # identity: the content plus how it is read (a declared label coding); fingerprint otherwise.
+        fingerprint = getattr(dataset, "identity", None) or getattr(dataset, "fingerprint", "")
         return hashlib.sha256(f"{fingerprint}:{code}".encode()).hexdigest()
 
     return (INPUTS - dataset_argument) + CacheKeyFnPolicy(cache_key_fn=content_key)

@@ -30,14 +30,20 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         address = None if args.dask == "local" else args.dask
         heart_training = heart_training.with_options(task_runner=dask_task_runner(address))
     return heart_training(
-        data_path=_absolute(args.data), config_path=_absolute(args.config), models=args.models, seed=args.seed
+        data_path=_absolute(args.data),
+        config_path=_absolute(args.config),
+        models=args.models,
+        seed=args.seed,
+        disease_label=args.disease_label,
     )
 
 
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline.flows.data_quality import heart_data_quality
 
-    return heart_data_quality(data_path=_absolute(args.data), config_path=_absolute(args.config))
+    return heart_data_quality(
+        data_path=_absolute(args.data), config_path=_absolute(args.config), disease_label=args.disease_label
+    )
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,6 +138,11 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+DISEASE_LABEL_HELP = (
+    "the file's target code for disease: 0 for files coded like Kaggle's heart.csv (default: data.disease_label)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heart-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="config YAML (default: config/config.yaml)")
     train.add_argument("--models", nargs="+", choices=list(ALGORITHMS))
     train.add_argument("--seed", type=int, help="split and CV seed (default: split.seed in the config)")
+    train.add_argument("--disease-label", type=int, choices=[0, 1], help=DISEASE_LABEL_HELP)
     train.add_argument(
         "--dask",
         nargs="?",
@@ -152,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
     validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
     validate.add_argument("--json", action="store_true", help="print the result as JSON")
+    validate.add_argument("--disease-label", type=int, choices=[0, 1], help=DISEASE_LABEL_HELP)
     validate.set_defaults(handler=_validate)
     score = sub.add_parser("score", help="score a CSV of patients (no target) with the champion model")
     score.add_argument("--data", required=True, help="CSV of patients, the contract's columns minus the target")

@@ -17,10 +17,6 @@ import yaml
 
 from heart_pipeline.errors import ConfigError
 
-# The codebook sits next to the contract; config's contract.codebook_path names it for runs, and
-# this default serves code that has no config at hand (the API schema, tests).
-DEFAULT_CODEBOOK_PATH = Path(__file__).resolve().parents[1] / "great_expectations" / "codebook.yaml"
-
 
 @dataclass(frozen=True)
 class CodedColumn:
@@ -169,10 +165,19 @@ def codebook_from_dict(raw: dict[str, Any], path: Path) -> Codebook:
     return book
 
 
-@lru_cache(maxsize=8)
 def load_codebook(path: Path | str | None = None) -> Codebook:
-    """Read and check the codebook (cached: it is read by several steps of one run)."""
-    book_path = Path(path) if path else DEFAULT_CODEBOOK_PATH
+    """Read and check the codebook; without a path, the one the default config names
+    (contract.codebook_path), so its location is written in one place."""
+    if path is None:
+        from heart_pipeline.config import load_codebook_for, load_config  # config imports this module
+
+        return load_codebook_for(load_config())
+    return _load_codebook_file(Path(path))
+
+
+@lru_cache(maxsize=8)
+def _load_codebook_file(book_path: Path) -> Codebook:
+    """Read and check one codebook file (cached: several steps of one run read it)."""
     try:
         raw = yaml.safe_load(book_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

@@ -191,6 +191,16 @@ class Settings(_Strict):
             raise ValueError(f"promotion: unknown metrics {unknown}; use {sorted(known)}")
         return self
 
+    def with_disease_label(self, code: int | None) -> Settings:
+        """These settings for a file that declares ``code`` as its disease label (None: as configured)."""
+        if code is None:
+            return self
+        try:
+            data = DataConfig.model_validate({**self.data.model_dump(), "disease_label": code})
+        except ValidationError:
+            raise ConfigError(f"--disease-label must be 0 or 1, got {code!r}") from None
+        return self.model_copy(update={"data": data})
+
     def hyperparameters(self, algorithm: str) -> dict[str, Any]:
         return dict(getattr(self.models, algorithm).model_dump())
 

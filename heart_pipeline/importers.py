@@ -157,6 +157,7 @@ def _finish(table: _Table, coding: ForeignCoding, data: bytes, source: str, book
         "mapping": coding.mapping_description(),
         "label_source": f"{coding.name} {target}",
         "codebook_version": book.version,
+        "codebook_label": book.label_tag,
         "label_definition": book.label_definition,
         "rows": len(frame),
         "missing_cells_after_conversion": _missing_counts(frame),
@@ -244,14 +245,34 @@ def convert_file(fmt: str, data: bytes, source: Path, out: Path, book: Codebook)
     return {**provenance, "provenance_file": str(provenance_path(out))}
 
 
+def _provenance_line(record: dict[str, Any]) -> str:
+    return (
+        f"converted from {Path(record['source_file']).name} (sha256 {record['source_sha256'][:12]}) by the "
+        f"{record['format']} importer ({record['codebook_label']})"
+    )
+
+
 def convert_bundled_default(source: Path, fmt: str, out: Path, book: Codebook, max_bytes: int) -> str:
     """Write the bundled default data (``source``, in format ``fmt``) to ``out`` in our codebook;
     returns a one-line provenance (the full record is in the sidecar)."""
     record = convert_file(fmt, read_input_bytes(source, max_bytes, "data.max_memory_mb"), source, out, book)
-    return (
-        f"bundled {source.name} (sha256 {record['source_sha256'][:12]}) converted by the {fmt} importer to "
-        f"codebook v{book.version}, label {book.label_short}; record in {Path(record['provenance_file']).name}"
-    )
+    return _provenance_line(record)
+
+
+def describe_provenance(path: Path, fingerprint: str) -> str:
+    """One line on where ``path`` came from: its converter's record when one sits beside it and
+    describes exactly these bytes (``fingerprint``), otherwise just the file."""
+    sidecar = provenance_path(path)
+    if not sidecar.is_file():
+        return f"file {path}"
+    try:
+        record = json.loads(read_input_bytes(sidecar, 2**20, "provenance record size"))
+        line = _provenance_line(record)
+    except (DataError, ValueError, KeyError, TypeError):
+        return f"file {path} ({sidecar.name} unreadable, ignored)"
+    if record.get("output_sha256") != fingerprint:
+        return f"file {path} ({sidecar.name} describes other content, ignored)"
+    return f"file {path}, {line}"
 
 
 def from_ours(frame: pd.DataFrame, coding: ForeignCoding) -> pd.DataFrame:

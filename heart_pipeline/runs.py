@@ -48,7 +48,7 @@ def run_name(prefix: str) -> str:
     except ConfigError:
         return f"{prefix}-badconfig-{datetime.now(UTC):%m%d-%H%M%S}"
     path = settings.resolve(parameters.get("data_path") or settings.data.path)
-    fingerprint = data_fingerprint_for_name(path, int(settings.data.max_file_mb * 2**20))
+    fingerprint = data_fingerprint_for_name(path, settings.data.max_memory_mb * 2**20)
     return f"{prefix}-{fingerprint}-{datetime.now(UTC):%m%d-%H%M%S}"
 
 

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import heart_pipeline  # noqa: E402, F401  (telemetry defaults)
+from heart_pipeline.config import load_config  # noqa: E402
 from heart_pipeline.tasks.load import write_default_dataset  # noqa: E402
 
 
@@ -31,16 +32,18 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_csv(session_dir: Path) -> Path:
-    """The default data exactly as `make run` writes it (2 malformed thal rows included)."""
+    """The default data exactly as `make run` writes it: UCI Cleveland converted to our codebook
+    (303 rows; 4 missing ca and 2 missing thal, as in UCI's file)."""
     path = session_dir / "bundled" / "heart.csv"
-    write_default_dataset(path)
+    write_default_dataset(path, load_config())
     return path
 
 
 @pytest.fixture(scope="session")
 def clean_frame(bundled_csv: Path) -> pd.DataFrame:
     """The bundled rows that pass every rule: the base the hostile corpus is built from."""
-    return pd.read_csv(bundled_csv).dropna().astype({"thal": "int64"}).reset_index(drop=True)
+    frame = pd.read_csv(bundled_csv).dropna().reset_index(drop=True)
+    return frame.astype({column: "int64" for column in frame if (frame[column] % 1 == 0).all()})
 
 
 @pytest.fixture(scope="session")

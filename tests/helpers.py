@@ -8,13 +8,15 @@ from pathlib import Path
 
 import yaml
 
-from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, load_settings_and_contract
+from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, load_config, load_settings_and_contract
 from heart_pipeline.contract import Contract
 from heart_pipeline.results import ValidationReport
 from heart_pipeline.tasks.load import read_heart_csv
 from heart_pipeline.tasks.validate import validate_frame, write_validation_outputs
 
 BIN = Path(sys.executable).parent
+# The tests' row budget (data.max_rows): small, so the over-budget case writes a small file.
+TEST_MAX_ROWS = 20_000
 
 
 def write_test_config(directory: Path, **overrides: object) -> Path:
@@ -25,6 +27,7 @@ def write_test_config(directory: Path, **overrides: object) -> Path:
     config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
     config["cross_validation"]["n_repeats"] = 1
     config["models"]["random_forest"]["n_estimators"] = 50
+    config["data"]["max_rows"] = TEST_MAX_ROWS
     config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
     for dotted, value in overrides.items():
         node = config
@@ -52,7 +55,9 @@ def run_gate(
     max_invalid_fraction: float = 0.2,
 ) -> ValidationReport:
     """The gate on a file, as the flows run it; with ``out_dir`` the evidence is written there."""
-    result = validate_frame(read_heart_csv(path, ["?"], 50), str(path), contract, on_warning, max_invalid_fraction)
+    data = load_config().data.model_copy(update={"max_rows": TEST_MAX_ROWS})
+    raw = read_heart_csv(path, data, contract.columns)
+    result = validate_frame(raw, str(path), contract, on_warning, max_invalid_fraction)
     return write_validation_outputs(result, out_dir, keep_rows=True) if out_dir else result.report
 
 

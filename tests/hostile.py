@@ -1,6 +1,6 @@
 """A generated corpus of hostile inputs: each builder writes one bad file and says what the error must say.
 
-Built from scikit-lego's bundled rows at test time; no real data is committed.
+Built at test time from the bundled UCI rows (tests/conftest.py: clean_frame).
 """
 
 from __future__ import annotations
@@ -113,14 +113,39 @@ def _all_invalid(d: Path, f: pd.DataFrame) -> Path:
     return _csv(d / "all-invalid.csv", f.assign(age=500))
 
 
-def _hundred_mb(d: Path, f: pd.DataFrame) -> Path:
-    path = d / "big.csv"
-    block = f.to_csv(index=False, header=False).encode()
-    with path.open("wb") as out:
-        out.write((",".join(f.columns) + "\n").encode())
-        for _ in range(100 * 2**20 // len(block) + 1):
-            out.write(block)
+def _above_row_budget(d: Path, f: pd.DataFrame) -> Path:
+    """More rows than the tests' data.max_rows (tests.helpers.TEST_MAX_ROWS), all of them valid."""
+    from tests.helpers import TEST_MAX_ROWS
+
+    return _csv(d / "big.csv", pd.concat([f] * (TEST_MAX_ROWS // len(f) + 1), ignore_index=True))
+
+
+def _no_header(d: Path, f: pd.DataFrame) -> Path:
+    path = d / "no-header.csv"
+    f.to_csv(path, index=False, header=False)
     return path
+
+
+def _whitespace(d: Path, f: pd.DataFrame) -> Path:
+    path = d / "whitespace.csv"
+    f.to_csv(path, index=False, sep=" ")
+    return path
+
+
+def _duplicate_header(d: Path, f: pd.DataFrame) -> Path:
+    path = d / "duplicate-header.csv"
+    path.write_text(f.to_csv(index=False).replace("chol", "age", 1))
+    return path
+
+
+def _device(d: Path, f: pd.DataFrame) -> Path:
+    return Path("/dev/zero")
+
+
+def _forty_mb_cell(d: Path, f: pd.DataFrame) -> Path:
+    g = f.astype({"chol": "object"})
+    g.loc[2, "chol"] = "x" * 40_000_000
+    return _csv(d / "huge-cell.csv", g)
 
 
 CASES = [
@@ -141,5 +166,10 @@ CASES = [
     HostileCase("target-value-2", _target_two, "column 'target' not in [0, 1]: [2] at line 9"),
     HostileCase("one-data-row", _one_row, "has 1 data rows; at least 50 are needed"),
     HostileCase("every-row-invalid", _all_invalid, "fail warning rules, above validation.max_invalid_fraction"),
-    HostileCase("file-100mb", _hundred_mb, "MB limit (data.max_file_mb)"),
+    HostileCase("rows-above-budget", _above_row_budget, "data rows, the budget set by data.max_rows"),
+    HostileCase("no-header", _no_header, "no header row"),
+    HostileCase("whitespace-delimiter", _whitespace, "looks whitespace-separated"),
+    HostileCase("duplicate-header", _duplicate_header, "column name 'age' appears twice in the header"),
+    HostileCase("device-file", _device, "refusing to read it"),
+    HostileCase("forty-mb-cell", _forty_mb_cell, "column 'chol' is not numeric"),
 ]

@@ -38,14 +38,17 @@ def test_clean_file_passes(clean_csv: Path) -> None:
     assert all(o.success for o in report.outcomes)
 
 
-def test_bundled_file_quarantines_the_two_malformed_thal_rows(bundled_csv: Path, tmp_path: Path) -> None:
+def test_bundled_file_quarantines_the_rows_uci_left_missing(bundled_csv: Path, tmp_path: Path) -> None:
     report = gate(bundled_csv, tmp_path)
     assert report.decision == "quarantined"
-    assert (report.rows_in, report.rows_kept, report.rows_quarantined) == (303, 301, 2)
-    assert report.quarantined_by_rule == {"expect_column_values_to_not_be_null(thal)": 2}
+    assert (report.rows_in, report.rows_kept, report.rows_quarantined) == (303, 297, 6)
+    assert report.quarantined_by_rule == {
+        "expect_column_values_to_not_be_null(ca)": 4,
+        "expect_column_values_to_not_be_null(thal)": 2,
+    }
     quarantine = pd.read_csv(report.quarantine_path)
-    assert quarantine["column"].tolist() == ["thal", "thal"]
-    assert len(pd.read_csv(report.validated_path)) == 301
+    assert sorted(quarantine["column"].tolist()) == ["ca"] * 4 + ["thal"] * 2
+    assert len(pd.read_csv(report.validated_path)) == 297
 
 
 def test_warning_rows_are_quarantined_with_column_rule_and_value(clean_frame: pd.DataFrame, tmp_path: Path) -> None:
@@ -113,3 +116,4 @@ def test_hostile_case_gives_one_line_naming_file_and_cause(
     assert message.startswith(str(path)), message
     assert case.expected in message, message
     assert "\n" not in message
+    assert len(message.encode()) < 1024, "one bounded line, whatever the file holds"

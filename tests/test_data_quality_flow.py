@@ -28,9 +28,12 @@ def checked(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, bundl
 
 def test_reports_counts_and_quarantine(checked: dict) -> None:
     result = checked["result"]
-    assert (result["rows_in"], result["rows_kept"], result["rows_quarantined"]) == (303, 301, 2)
+    assert (result["rows_in"], result["rows_kept"], result["rows_quarantined"]) == (303, 297, 6)
     quarantine = pd.read_csv(result["quarantine_path"])
-    assert set(quarantine["rule"]) == {"expect_column_values_to_not_be_null(thal)"}
+    assert set(quarantine["rule"]) == {
+        "expect_column_values_to_not_be_null(ca)",
+        "expect_column_values_to_not_be_null(thal)",
+    }
     assert Path(result["report_path"]).exists()
 
 
@@ -59,10 +62,10 @@ def test_the_evidence_opens_from_mlflow_and_shows_the_failure(checked: dict, tmp
     experiment = client.get_experiment_by_name("heart-disease-data-quality")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags["gate.decision"] == "quarantined"
-    assert run.data.metrics["rows_quarantined"] == 2
+    assert run.data.metrics["rows_quarantined"] == 6
     local = Path(client.download_artifacts(run.info.run_id, "data_quality", str(tmp_path)))
     quarantine = pd.read_csv(local / "quarantine.csv")
-    assert quarantine["column"].tolist() == ["thal", "thal"]
+    assert sorted(quarantine["column"].tolist()) == ["ca"] * 4 + ["thal"] * 2
     assert "thal" in (local / "validation_report.json").read_text()
 
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 def build_candidates(settings: Settings, data: Path, tag: str) -> tuple[list, list, Any]:
     """The training flow's steps called as plain functions (no Prefect), with the test config's values."""
     _, contract = load_settings_and_contract()
-    dataset = load_dataset(data, settings.data.na_values, settings.data.max_file_mb, data)
+    dataset = load_dataset(data, settings, contract.columns)
     validated = validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump())
     seed = settings.split.seed
     prepared = prepare_training_data(validated.kept, settings.data.target, settings.split.test_size, seed)
