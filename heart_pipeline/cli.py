@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     # Prefect stops its temporary server in an atexit hook that logs a line. Hooks run last-in,
     # first-out, and this one is registered before Prefect's, so the reason stays the last line.
     atexit.register(_print_last_words)
-    from heart_pipeline.errors import PipelineError
+    from heart_pipeline.errors import PipelineError, shorten
 
     try:
         result = args.handler(args)
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         _say_last("heart-pipeline: interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = shorten(str(exc)) or type(exc).__name__  # a library's message may quote file content
         _say_last(f"heart-pipeline: error: {type(exc).__name__}: {reason}")
         return 1
     print(json.dumps(result, indent=2, default=str))

@@ -10,7 +10,7 @@ import pytest
 
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.config import load_config, load_settings_and_contract
-from heart_pipeline.errors import DataError
+from heart_pipeline.errors import ConfigError, DataError
 from heart_pipeline.files import read_input_bytes, write_atomic
 from heart_pipeline.importers import provenance_path
 from heart_pipeline.reading import ParsedTable, declare_disease_label, parse_heart_table
@@ -174,3 +174,15 @@ def test_declared_disease_label_flips_only_zero_and_one() -> None:
     frame = pd.DataFrame({"target": [0, 1, 1, 2]})
     assert declare_disease_label(frame, "target", 0)["target"].tolist() == [1, 0, 0, 2]
     assert declare_disease_label(frame, "target", 1) is frame
+
+
+def test_disease_label_flag_is_parsed_and_bounded() -> None:
+    from heart_pipeline.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--disease-label", "0"]).disease_label == 0
+    assert build_parser().parse_args(["validate"]).disease_label is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--disease-label", "2"])
+    with pytest.raises(ConfigError, match="--disease-label must be 0 or 1"):
+        SETTINGS.with_disease_label(2)
+    assert SETTINGS.with_disease_label(0).data.disease_label == 0
