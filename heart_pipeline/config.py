@@ -108,8 +108,23 @@ class PromotionConfig(_Strict):
     margin: float = Field(ge=0, le=1)
 
 
+class IngestConfig(_Strict):
+    """Uploads to /ingest: what is kept on disk and how many checks run at once."""
+
+    keep_last: int = Field(ge=1)
+    max_age_days: float = Field(gt=0)
+    max_running_jobs: int = Field(ge=1)
+
+
 class ApiConfig(_Strict):
+    # No defaults: every bound is declared in config/config.yaml, and a missing key is an error naming it.
     reload_interval_seconds: float = Field(gt=0)
+    max_request_kb: int = Field(gt=0)
+    max_records_per_request: int = Field(ge=1)
+    max_errors_shown: int = Field(ge=1)
+    token: str | None = Field(min_length=16)
+    ingest: IngestConfig
+    example_patient: dict[str, int | float]
 
 
 # One field per algorithm, each with that algorithm's own parameter schema (heart_pipeline/algorithms.py).

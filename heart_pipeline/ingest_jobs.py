@@ -1,0 +1,192 @@
+"""Files sent to the API's /ingest, and the data-quality jobs that check them.
+
+Each upload gets a folder ``<runs_dir>/ingested/<job id>/`` holding the CSV, the job's config, its
+state (``job.json``), the CLI's JSON result and the tail of its log, and the flow's own run folder.
+The check runs as ``heart-pipeline validate`` in a child process: the request returns at once with
+a status URL, the API never imports a flow (imports run one way), and a crash of the check cannot
+take the API down. Deleting a job's folder removes everything it wrote on disk (its MLflow run stays).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from heart_pipeline.config import Settings
+from heart_pipeline.errors import shorten
+
+UPLOAD_NAME = "data.csv"
+STATE_NAME = "job.json"
+RESULT_NAME = "result.json"
+LOG_NAME = "validate.log"
+CONFIG_NAME = "config.yaml"
+LOG_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_last: int
+    max_age_days: float
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    """Write then rename, so a reader never sees half a state file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(content, indent=2), encoding="utf-8")
+    partial.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def public_paths(value: Any, root: Path) -> Any:
+    """``value`` with every absolute path made relative to ``root`` (or cut to its file name).
+
+    API answers must not tell a client how the server's disk is laid out.
+    """
+    if isinstance(value, dict):
+        return {k: public_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_paths(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+    return value
+
+
+class IngestJobs:
+    """Stores uploads and runs one ``heart-pipeline validate`` child process per upload."""
+
+    def __init__(self, settings: Settings, retention: Retention, max_running: int) -> None:
+        self.settings = settings
+        self.runs_dir = settings.resolve(settings.outputs.runs_dir)
+        self.inbox = self.runs_dir / "ingested"
+        self.retention = retention
+        self.max_running = max_running
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.lock = threading.Lock()
+
+    def job_dir(self, job_id: str) -> Path | None:
+        # Ids are generated here; anything else (.., /, a symlink name) is simply not a job.
+        if not job_id.replace("-", "").isalnum():
+            return None
+        path = self.inbox / job_id
+        return path if (path / STATE_NAME).is_file() else None
+
+    def busy(self) -> bool:
+        with self.lock:
+            return len(self.running) >= self.max_running
+
+    async def store(self, chunks: AsyncIterator[bytes]) -> tuple[str, int]:
+        """Stream an upload to disk; a failure (body too large, client gone) leaves no folder behind."""
+        job_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+        folder = self.inbox / job_id
+        folder.mkdir(parents=True)
+        size = 0
+        try:
+            with (folder / UPLOAD_NAME).open("wb") as out:
+                async for chunk in chunks:
+                    out.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return job_id, size
+
+    def discard(self, job_id: str) -> None:
+        shutil.rmtree(self.inbox / job_id, ignore_errors=True)
+
+    def start(self, job_id: str) -> dict[str, Any]:
+        """Start the check of an upload in a child process; its outputs stay inside the job's folder."""
+        folder = self.inbox / job_id
+        config = self.settings.model_dump(mode="json")
+        config["outputs"]["runs_dir"] = str(folder)
+        (folder / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        command = [sys.executable, "-m", "heart_pipeline.cli", "validate", "--json"]
+        command += ["--data", str(folder / UPLOAD_NAME)]
+        command += ["--config", str(folder / CONFIG_NAME)]
+        with (folder / RESULT_NAME).open("wb") as stdout, (folder / LOG_NAME).open("wb") as stderr:
+            process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        state = {"id": job_id, "state": "running", "submitted_at": datetime.now(UTC).isoformat(), "pid": process.pid}
+        _write_json(folder / STATE_NAME, state)
+        with self.lock:
+            self.running[job_id] = process
+        threading.Thread(target=self._wait, args=(job_id, process, state), daemon=True).start()
+        return state
+
+    def _wait(self, job_id: str, process: subprocess.Popen[bytes], state: dict[str, Any]) -> None:
+        code = process.wait()
+        folder = self.inbox / job_id
+        finished = {**state, "finished_at": datetime.now(UTC).isoformat(), "exit_code": code}
+        finished["state"] = "passed" if code == 0 else "failed"
+        _write_json(folder / STATE_NAME, finished)
+        with self.lock:
+            self.running.pop(job_id, None)
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        """The job's state, and once it ended, the check's result (passed) or its one-line reason."""
+        folder = self.job_dir(job_id)
+        if folder is None:
+            return None
+        state = _read_json(folder / STATE_NAME) or {"id": job_id, "state": "unknown"}
+        state.pop("pid", None)
+        if state["state"] == "running" and job_id not in self.running:
+            # Started by an API process that is gone: nobody will record its end.
+            state["state"] = "interrupted"
+        if state["state"] == "passed":
+            state["result"] = public_paths(_read_json(folder / RESULT_NAME), self.runs_dir)
+        elif state["state"] == "failed":
+            state["reason"] = last_error_line(folder / LOG_NAME).replace(f"{self.runs_dir}/", "")
+        return state
+
+    def latest_finished(self) -> dict[str, Any] | None:
+        for folder in sorted(self.inbox.glob("*/"), reverse=True):
+            status = self.status(folder.name)
+            if status is not None and status["state"] in ("passed", "failed"):
+                return status
+        return None
+
+    def enforce_retention(self, now: float | None = None) -> list[str]:
+        """Delete job folders beyond the newest ``keep_last`` or older than ``max_age_days``; never a running one."""
+        now = time.time() if now is None else now
+        folders = sorted((p for p in self.inbox.glob("*/") if p.is_dir()), reverse=True)
+        removed = []
+        for index, folder in enumerate(folders):
+            with self.lock:
+                if folder.name in self.running:
+                    continue
+            too_old = now - folder.stat().st_mtime > self.retention.max_age_days * 86400
+            if index >= self.retention.keep_last or too_old:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed
+
+
+def last_error_line(log: Path) -> str:
+    """The CLI's last stderr line (its one-line reason), without the program prefix."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "the check left no log"
+    lines = [line for line in tail.splitlines() if line.strip()]
+    last = lines[-1] if lines else "the check ended with no message"
+    return shorten(last.removeprefix("heart-pipeline: error: "))
