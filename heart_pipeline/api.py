@@ -244,7 +244,22 @@ def create_app(config_path: str | None = None) -> FastAPI:
         503: {"description": "no champion model can be served"},
     }
 
-    @app.get("/health", responses={503: {"description": "the champion cannot be served, with the reason"}})
+    health_example = {
+        "status": "ok",
+        "registered_model": settings.mlflow.registered_model,
+        "champion_version": "3",
+        "serving_version": "3",
+        "probe_probability": 0.42,
+    }
+
+    @app.get(
+        "/health",
+        response_class=JSONResponse,
+        responses={
+            200: {"description": "serving the champion", "content": {"application/json": {"example": health_example}}},
+            503: {"description": "the champion cannot be served (status unavailable, unhealthy or degraded), and why"},
+        },
+    )
     def health() -> JSONResponse:
         """Healthy only when the serving model is the current champion and it scored the probe patient
         (`api.example_patient`) just now. A champion that was refused (untrusted, unloadable, cannot
