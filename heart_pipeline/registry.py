@@ -70,13 +70,38 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+@contextmanager
+def store_initialisation_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise the first use of a local SQLite store across processes.
+
+    MLflow creates and migrates a new SQLite store on first use, and two runs doing so at once fail
+    with "table _alembic_tmp_experiments already exists". A file lock beside the database makes the
+    second process wait for the first; remote stores need none.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(tracking_uri[len(prefix) :] + ".init.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
     """Get or create the experiment. Local stores get an explicit artifact location under mlruns/,
     because MLflow would otherwise put artifacts relative to whatever the current directory is."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
+    with store_initialisation_lock(tracking_uri):
+        client = mlflow.MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
     location = None if tracking_uri.startswith(("http://", "https://")) else (artifact_root / name).as_uri()
