@@ -29,10 +29,12 @@ from heart_pipeline.api_limits import BodySizeLimit, bounded_errors
 from heart_pipeline.codebook import Codebook
 from heart_pipeline.config import Settings, load_codebook_for, load_settings_and_contract
 from heart_pipeline.contract import Contract
+from heart_pipeline.errors import ConfigError
 from heart_pipeline.ingest_jobs import IngestJobs, Retention, public_paths
 from heart_pipeline.registry import champion_version, load_model_version, predict_with_threshold
 
 TOKEN_ENV = "HEART_PIPELINE_API_TOKEN"
+MIN_TOKEN_CHARS = 16  # the same bound as api.token in config.py
 
 
 def _code_not_bool_or_text(value: Any) -> Any:
@@ -66,8 +68,10 @@ def patient_model(contract: Contract, target: str, codebook: Codebook, example: 
         bounds = contract.bounds(column)
         title, description = field_text(column, contract, codebook)
         if values is not None:
-            code = Annotated[Literal[tuple(values)], BeforeValidator(_code_not_bool_or_text)]  # type: ignore[misc]
-            fields[column] = (code, Field(title=title, description=description))
+            fields[column] = (
+                Annotated[Literal[tuple(values)], BeforeValidator(_code_not_bool_or_text)],
+                Field(title=title, description=description),
+            )
         elif bounds is not None:
             low, high = bounds
             fields[column] = (
@@ -76,7 +80,7 @@ def patient_model(contract: Contract, target: str, codebook: Codebook, example: 
             )
         else:
             fields[column] = (float, Field(allow_inf_nan=False, title=title, description=description))
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         "Patient",
         __config__=ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [example]}),
         **fields,
@@ -170,7 +174,11 @@ def _latest_validated(runs_dir: Path) -> Path | None:
 
 
 def configured_token(settings: Settings) -> str | None:
-    return os.environ.get(TOKEN_ENV) or settings.api.token
+    """The bearer token: the environment's wins over the config's; a short one is refused, not used."""
+    token = os.environ.get(TOKEN_ENV) or settings.api.token
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{TOKEN_ENV}: an API token needs at least {MIN_TOKEN_CHARS} characters")
+    return token
 
 
 def create_app(config_path: str | None = None) -> FastAPI:
@@ -238,7 +246,7 @@ def create_app(config_path: str | None = None) -> FastAPI:
             },
         ),
     ]
-    errors_doc = {
+    errors_doc: dict[int | str, dict[str, Any]] = {
         413: {"description": "request body above api.max_request_kb"},
         422: {"description": f"invalid fields: at most {settings.api.max_errors_shown} errors, values cut short"},
         503: {"description": "no champion model can be served"},

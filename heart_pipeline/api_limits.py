@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import HTTPException
@@ -104,7 +104,7 @@ def _echo(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def bounded_errors(errors: list[dict[str, Any]], max_errors: int) -> dict[str, Any]:
+def bounded_errors(errors: Sequence[Any], max_errors: int) -> dict[str, Any]:
     """At most ``max_errors`` errors, each with its location, type, message and a cut echo of the value."""
     shown = []
     for error in errors[:max_errors]:

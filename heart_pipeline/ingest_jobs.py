@@ -10,6 +10,7 @@ take the API down. Deleting a job's folder removes everything it wrote on disk (
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -90,10 +91,6 @@ class IngestJobs:
         path = self.inbox / job_id
         return path if (path / STATE_NAME).is_file() else None
 
-    def busy(self) -> bool:
-        with self.lock:
-            return len(self.running) >= self.max_running
-
     async def store(self, chunks: AsyncIterator[bytes]) -> tuple[str, int]:
         """Stream an upload to disk; a failure (body too large, client gone) leaves no folder behind."""
         job_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
@@ -119,26 +116,25 @@ class IngestJobs:
         config = self.settings.model_dump(mode="json")
         config["outputs"]["runs_dir"] = str(folder)
         (folder / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        command = [sys.executable, "-m", "heart_pipeline.cli", "validate", "--json"]
-        command += ["--data", str(folder / UPLOAD_NAME)]
-        command += ["--config", str(folder / CONFIG_NAME)]
-        with (folder / RESULT_NAME).open("wb") as stdout, (folder / LOG_NAME).open("wb") as stderr:
-            process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-        state = {"id": job_id, "state": "running", "submitted_at": datetime.now(UTC).isoformat(), "pid": process.pid}
+        state = {"id": job_id, "state": "running", "submitted_at": datetime.now(UTC).isoformat()}
         _write_json(folder / STATE_NAME, state)
+        # The runner records the check's end itself, so a job's state survives a restart of the API.
+        runner = [sys.executable, "-m", "heart_pipeline.ingest_jobs", str(folder)]
+        process = subprocess.Popen(runner, stdin=subprocess.DEVNULL, start_new_session=True)
         with self.lock:
             self.running[job_id] = process
-        threading.Thread(target=self._wait, args=(job_id, process, state), daemon=True).start()
         return state
 
-    def _wait(self, job_id: str, process: subprocess.Popen[bytes], state: dict[str, Any]) -> None:
-        code = process.wait()
-        folder = self.inbox / job_id
-        finished = {**state, "finished_at": datetime.now(UTC).isoformat(), "exit_code": code}
-        finished["state"] = "passed" if code == 0 else "failed"
-        _write_json(folder / STATE_NAME, finished)
+    def _reap(self) -> None:
         with self.lock:
-            self.running.pop(job_id, None)
+            for job_id, process in list(self.running.items()):
+                if process.poll() is not None:
+                    del self.running[job_id]
+
+    def busy(self) -> bool:
+        self._reap()
+        with self.lock:
+            return len(self.running) >= self.max_running
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         """The job's state, and once it ended, the check's result (passed) or its one-line reason."""
@@ -146,10 +142,9 @@ class IngestJobs:
         if folder is None:
             return None
         state = _read_json(folder / STATE_NAME) or {"id": job_id, "state": "unknown"}
-        state.pop("pid", None)
-        if state["state"] == "running" and job_id not in self.running:
-            # Started by an API process that is gone: nobody will record its end.
-            state["state"] = "interrupted"
+        runner = (state.pop("pid", None), state.pop("pid_started", None))
+        if state["state"] == "running" and not _alive(*runner) and job_id not in self.running:
+            state["state"] = "interrupted"  # its runner died before recording an end
         if state["state"] == "passed":
             state["result"] = public_paths(_read_json(folder / RESULT_NAME), self.runs_dir)
         elif state["state"] == "failed":
@@ -169,9 +164,9 @@ class IngestJobs:
         folders = sorted((p for p in self.inbox.glob("*/") if p.is_dir()), reverse=True)
         removed = []
         for index, folder in enumerate(folders):
-            with self.lock:
-                if folder.name in self.running:
-                    continue
+            status = self.status(folder.name)
+            if status is not None and status["state"] == "running":
+                continue
             too_old = now - folder.stat().st_mtime > self.retention.max_age_days * 86400
             if index >= self.retention.keep_last or too_old:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -190,3 +185,36 @@ def last_error_line(log: Path) -> str:
     lines = [line for line in tail.splitlines() if line.strip()]
     last = lines[-1] if lines else "the check ended with no message"
     return shorten(last.removeprefix("heart-pipeline: error: "))
+
+
+def _alive(pid: int | None, started: float | None) -> bool:
+    """Whether the process that recorded (pid, start time) still runs (a reused pid has another start time)."""
+    import psutil
+
+    if pid is None or started is None:
+        return False
+    try:
+        return bool(psutil.Process(pid).create_time() == started)
+    except psutil.Error:
+        return False
+
+
+def run_check(folder: Path) -> int:
+    """Run ``heart-pipeline validate --json`` on the job's upload and record how it ended in job.json."""
+    import psutil
+
+    state_path = folder / STATE_NAME
+    state = _read_json(state_path) or {"id": folder.name}
+    state.update(state="running", pid=os.getpid(), pid_started=psutil.Process().create_time())
+    _write_json(state_path, state)
+    command = [sys.executable, "-m", "heart_pipeline.cli", "validate", "--json"]
+    command += ["--data", str(folder / UPLOAD_NAME), "--config", str(folder / CONFIG_NAME)]
+    with (folder / RESULT_NAME).open("wb") as stdout, (folder / LOG_NAME).open("wb") as stderr:
+        code = subprocess.run(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, check=False).returncode
+    state.update(state="passed" if code == 0 else "failed", exit_code=code, finished_at=datetime.now(UTC).isoformat())
+    _write_json(state_path, state)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run_check(Path(sys.argv[1])))

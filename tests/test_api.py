@@ -283,6 +283,23 @@ def test_token_in_config_works_and_env_wins(tmp_path: Path, monkeypatch) -> None
     assert client.post("/ingest", content=b"", headers=auth("token-from-the-config-file")).status_code == 401
 
 
+def test_a_short_token_is_refused_at_start(empty_store_config: Path, monkeypatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "short")
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        create_app(str(empty_store_config))
+
+
+def test_a_job_whose_runner_died_is_interrupted_and_kept_out_of_the_latest(tmp_path: Path) -> None:
+    settings = load_config(write_test_config(tmp_path))
+    jobs = IngestJobs(settings, Retention(keep_last=5, max_age_days=1), max_running=1)
+    folder = jobs.inbox / "20260101T000000000000Z-abcdef"
+    folder.mkdir(parents=True)
+    (folder / STATE_NAME).write_text(json.dumps({"id": folder.name, "state": "running", "pid": 1, "pid_started": 0.0}))
+    assert jobs.status(folder.name)["state"] == "interrupted"
+    assert jobs.latest_finished() is None
+    assert jobs.enforce_retention(time.time() + 2 * 86400) == [folder.name]  # not running: the age rule applies
+
+
 def test_api_keys_have_no_hidden_defaults(tmp_path: Path) -> None:
     config = write_test_config(tmp_path)
     raw = yaml.safe_load(config.read_text())
