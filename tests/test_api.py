@@ -375,6 +375,7 @@ def api(served: dict) -> Iterator[TestClient]:
             os.environ[TOKEN_ENV] = previous
 
 
+@pytest.mark.e2e
 def test_health_scores_the_probe_patient(api: TestClient, served: dict) -> None:
     response = api.get("/health")
     assert response.status_code == 200, response.text
@@ -391,6 +392,7 @@ def model_files(served: dict, version: str) -> list[Path]:
     return [p for p in Path(location).rglob("*") if p.is_file()]
 
 
+@pytest.mark.e2e
 def test_a_champion_that_cannot_load_is_refused_and_the_last_good_one_serves(api: TestClient, served: dict) -> None:
     client, good, broken = served["client"], served["champion"], served["other"]
     weights = [p for p in model_files(served, broken) if p.suffix in (".skops", ".pkl")]
@@ -454,6 +456,7 @@ def test_ingest_runs_the_check_in_the_background(
         assert str(served["directory"]) not in text
 
 
+@pytest.mark.e2e
 def test_preprocess_gives_the_features_the_classifier_sees(api: TestClient) -> None:
     response = api.post("/preprocess", json=[README_PATIENT, README_PATIENT])
     assert response.status_code == 200
@@ -507,6 +510,7 @@ def perturbed_record(draw: st.DrawFn) -> dict:
 BODIES = st.one_of(VALID_RECORD, perturbed_record(), st.lists(perturbed_record(), max_size=3), ANY_JSON)
 
 
+@pytest.mark.e2e
 @hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=BODIES, endpoint=st.sampled_from(["/predict", "/preprocess"]))
 def test_fuzzed_payloads_never_cause_a_server_error(api: TestClient, body: object, endpoint: str) -> None:
