@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test test-fast lint typecheck format clean up down status serve
+.PHONY: install run test test-fast lint typecheck format clean up down status serve reference-profile
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ status: install
 PORT ?= 8000
 serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `make run` first)
 	$(BIN)/heart-pipeline serve --port $(PORT)
+
+reference-profile: install  ## regenerate great_expectations/reference_profile.json from the bundled data
+	$(BIN)/python -m heart_pipeline.reference_profile
 
 lint: install
 	$(BIN)/ruff check .

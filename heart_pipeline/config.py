@@ -69,6 +69,7 @@ class DataConfig(_Strict):
 class ContractConfig(_Strict):
     suite_path: Path
     codebook_path: Path
+    reference_profile_path: Path
 
 
 class ValidationConfig(_Strict):

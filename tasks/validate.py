@@ -17,8 +17,10 @@ from prefect import task
 import heart_pipeline.contract
 import heart_pipeline.tasks.load
 from heart_pipeline.caching import data_step_cache_policy
+from heart_pipeline.codebook import Codebook, load_codebook
 from heart_pipeline.config import ValidationConfig
 from heart_pipeline.contract import Contract, rule_name
+from heart_pipeline.meaning import DEFAULT_REFERENCE_PROFILE_PATH, load_reference_profile, resolve_expectations
 from heart_pipeline.render import expectation_table, validation_markdown
 from heart_pipeline.results import RuleOutcome, ValidationReport
 from heart_pipeline.tasks.load import Dataset, RawData
@@ -396,13 +398,26 @@ def class_balance_warning(share_in: float | None, share_kept: float | None, limi
 
 
 def validate_frame(
-    raw: RawData, data_path: str, contract: Contract, on_warning: str, max_invalid_fraction: float
+    raw: RawData,
+    data_path: str,
+    contract: Contract,
+    on_warning: str,
+    max_invalid_fraction: float,
+    reference: dict[str, Any] | None = None,
+    codebook: Codebook | None = None,
 ) -> ValidationResult:
-    """Run the whole gate on an already-read file: the verdict, the kept rows and the quarantine."""
+    """Run the whole gate on an already-read file: the verdict, the kept rows and the quarantine.
+
+    ``reference`` is the profile the shift and coding checks compare with: by default the bundled
+    data's (committed with the contract); pass another, e.g. ``build_reference_profile`` of the
+    champion's training rows, to compare with that. ``codebook`` supplies the foreign codings.
+    """
+    reference = reference or load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
+    expectations = resolve_expectations(contract.raw["expectations"], reference, codebook or load_codebook())
     # Indexed by file line: GE's failing indices, the quarantine and every message speak in lines.
     # (An unnamed index: GE reports a named one as dicts.)
     frame = raw.frame.set_axis(pd.Index(raw.source_lines), axis=0)
-    ge_outcomes = run_expectation_suite(frame, contract.name, contract.raw["expectations"])
+    ge_outcomes = run_expectation_suite(frame, contract.name, expectations)
     outcomes = assess_outcomes(frame, contract, ge_outcomes)
     columns_ok = all(o.success for o in outcomes if o.expectation == COLUMNS_RULE)
     kept, quarantine = quarantine_invalid_rows(frame, ge_outcomes) if columns_ok else (frame.iloc[0:0], frame.iloc[0:0])

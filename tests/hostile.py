@@ -110,7 +110,8 @@ def _one_row(d: Path, f: pd.DataFrame) -> Path:
 
 
 def _all_invalid(d: Path, f: pd.DataFrame) -> Path:
-    return _csv(d / "all-invalid.csv", f.assign(age=500))
+    # Varying values: one value in every row would be a constant column, which stops earlier.
+    return _csv(d / "all-invalid.csv", f.assign(age=f["age"] + 500))
 
 
 def _above_row_budget(d: Path, f: pd.DataFrame) -> Path:
@@ -165,7 +166,11 @@ CASES = [
     HostileCase("one-class-target", _one_class, "column 'target' holds only [1]"),
     HostileCase("target-value-2", _target_two, "column 'target' not in [0, 1]: [2] at line 9"),
     HostileCase("one-data-row", _one_row, "has 1 data rows; at least 50 are needed"),
-    HostileCase("every-row-invalid", _all_invalid, "fail warning rules, above validation.max_invalid_fraction"),
+    HostileCase(
+        "every-row-invalid",
+        _all_invalid,
+        "above validation.max_invalid_fraction=0.2; most by expect_column_values_to_be_between(age)",
+    ),
     HostileCase("rows-above-budget", _above_row_budget, "data rows, the budget set by data.max_rows"),
     HostileCase("no-header", _no_header, "no header row"),
     HostileCase("whitespace-delimiter", _whitespace, "looks whitespace-separated"),

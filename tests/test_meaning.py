@@ -1,0 +1,198 @@
+"""Checks of meaning: every defect class generated from the bundled data, judged by the real gate
+(Great Expectations with the contract's custom expectations), plus the pure statistics on
+bootstrap samples of honest data (they must not fire)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heart_pipeline.codebook import load_codebook
+from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.meaning import (
+    DEFAULT_REFERENCE_PROFILE_PATH,
+    foreign_coding_fits,
+    label_inversion_reason,
+    load_reference_profile,
+    marker_effects,
+    resolve_expectations,
+)
+from heart_pipeline.reference_profile import bundled_profile, profile_json
+from heart_pipeline.results import ValidationReport
+from heart_pipeline.tasks.validate import exact_percent
+from tests.helpers import run_gate
+
+SETTINGS, CONTRACT = load_settings_and_contract()
+BOOK = load_codebook()
+REFERENCE = load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
+BOOTSTRAP_SAMPLES = 200
+
+
+def _rule(rule_type: str) -> dict:
+    return next(e for e in CONTRACT.raw["expectations"] if e["type"] == rule_type)
+
+
+LABEL_RULE = _rule("expect_target_to_agree_with_disease_markers")["kwargs"]
+CODING_RULE = next(
+    e for e in resolve_expectations(CONTRACT.raw["expectations"], REFERENCE, BOOK) if "codings" in e["kwargs"]
+)["kwargs"]
+
+
+@pytest.fixture(scope="module")
+def bundled(bundled_csv: Path) -> pd.DataFrame:
+    return pd.read_csv(bundled_csv)
+
+
+def gate(frame: pd.DataFrame, tmp_path: Path, name: str) -> ValidationReport:
+    path = tmp_path / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return run_gate(path, CONTRACT)
+
+
+def inverted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(target=1 - frame["target"])
+
+
+def in_foreign_coding(frame: pd.DataFrame, columns: list[str], coding: str = "uci") -> pd.DataFrame:
+    """``columns`` rewritten in a foreign coding's codes, under our header."""
+    out = frame.copy()
+    for recode in BOOK.foreign_coding(coding).to_ours.values():
+        if recode.column in columns:
+            inverse = {ours: theirs for theirs, ours in reversed(recode.codes.items()) if ours is not None}
+            out[recode.column] = frame[recode.column].map(inverse)
+    return out
+
+
+def label_fires(frame: pd.DataFrame) -> str | None:
+    effects = marker_effects(frame, "target", LABEL_RULE["markers"])
+    return label_inversion_reason(effects, LABEL_RULE["min_reversed"], LABEL_RULE["max_p_value"])
+
+
+def coding_fires(frame: pd.DataFrame) -> dict:
+    return foreign_coding_fits(
+        frame, CODING_RULE["columns"], CODING_RULE["codings"], REFERENCE, CODING_RULE["min_evidence"]
+    )
+
+
+# --- pure functions ------------------------------------------------------------------------
+
+
+def test_committed_reference_profile_is_the_bundled_datas() -> None:
+    """`make reference-profile` regenerates it; this fails until it is rerun after a data change."""
+    assert DEFAULT_REFERENCE_PROFILE_PATH.read_text() == profile_json(bundled_profile(SETTINGS))
+
+
+def test_exact_percent_never_rounds_a_part_to_all_or_none() -> None:
+    assert exact_percent(293, 294) == "99.7%"
+    assert exact_percent(99_999, 100_000) == "99.999%"
+    assert exact_percent(1, 100_000) == "0.001%"
+    assert exact_percent(294, 294) == "100.0%"
+
+
+@pytest.mark.parametrize("rows", [None, 60])
+def test_label_and_coding_checks_never_fire_on_bootstrap_samples_of_honest_data(
+    bundled: pd.DataFrame, rows: int | None
+) -> None:
+    rng = np.random.default_rng(7)
+    size = rows or len(bundled)
+    label_alarms = coding_alarms = 0
+    for _ in range(BOOTSTRAP_SAMPLES):
+        sample = bundled.iloc[rng.integers(0, len(bundled), size)]
+        label_alarms += label_fires(sample) is not None
+        coding_alarms += bool(coding_fires(sample))
+    assert (label_alarms, coding_alarms) == (0, 0)
+
+
+def test_label_check_fires_on_an_inverted_target_even_at_60_rows(bundled: pd.DataFrame) -> None:
+    assert label_fires(inverted(bundled)).startswith("target looks inverted: 5 of 5 disease markers")
+    rng = np.random.default_rng(3)
+    small = [inverted(bundled.iloc[rng.integers(0, len(bundled), 60)]) for _ in range(50)]
+    assert sum(label_fires(s) is not None for s in small) >= 45
+
+
+@pytest.mark.parametrize("columns", [["cp"], ["restecg"], ["slope"], ["thal"], ["cp", "restecg", "slope", "thal"]])
+def test_coding_check_names_each_column_in_uci_coding(bundled: pd.DataFrame, columns: list[str]) -> None:
+    assert set(coding_fires(in_foreign_coding(bundled, columns))["uci"]) == set(columns)
+
+
+# --- through the gate (real Great Expectations) --------------------------------------------
+
+DEFECTS = {
+    "inverted target": (inverted, "target looks inverted: 5 of 5 disease markers"),
+    "UCI codes under our header": (
+        lambda f: in_foreign_coding(f, ["cp", "restecg", "slope", "thal"]),
+        "codes fit UCI Machine Learning Repository",
+    ),
+    "UCI restecg under our header": (
+        lambda f: in_foreign_coding(f, ["restecg"]),
+        "restecg (log-likelihood ratio",
+    ),
+    "near-empty column": (
+        lambda f: f.assign(ca=f["ca"].where(f.index < 3)),
+        "column 'ca' is 99.0% missing (300 of 303 rows",
+    ),
+    "constant column": (lambda f: f.assign(chol=0), "column 'chol' holds the single value 0 in every row"),
+    "? replaced by 0": (
+        # A site that never measured ca and rarely slope or thal, exported with 0 for '?'.
+        lambda f: f.assign(ca=0, slope=f["slope"].where(f.index % 3 == 0, 0), thal=f["thal"].where(f.index < 200, 0)),
+        "column 'ca' holds the single value 0 in every row",
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_gate_stops_each_defect_with_a_one_line_reason(defect: str, bundled: pd.DataFrame, tmp_path: Path) -> None:
+    make, reason = DEFECTS[defect]
+    report = gate(make(bundled), tmp_path, defect.replace(" ", "-"))
+    assert report.decision == "failed"
+    message = report.failure_message()
+    assert reason in message, message
+    assert "\n" not in message and len(message) < 1500
+
+
+def test_placeholder_zeros_are_a_warning_naming_column_and_shift(bundled: pd.DataFrame, tmp_path: Path) -> None:
+    report = gate(bundled.assign(slope=bundled["slope"].where(bundled.index % 3 == 0, 0)), tmp_path, "slope-zeros")
+    assert report.passed, report.failure_message()
+    (shift,) = [w for w in report.warning_failures if w.startswith("slope = 0 in ")]
+    assert "in 70% of rows against 7% in the reference" in shift
+
+
+def test_mostly_duplicated_file_is_a_warning_with_distinct_count(bundled: pd.DataFrame, tmp_path: Path) -> None:
+    rows = np.concatenate([np.arange(len(bundled)), np.resize(np.arange(len(bundled)), 707)])
+    report = gate(bundled.iloc[rows], tmp_path, "duplicated")
+    assert (report.rows_in, report.duplicate_rows, report.distinct_rows) == (1010, 707, 303)
+    assert any(
+        w.startswith("707 of 1010 rows (70.0%) repeat an earlier row, 303 distinct") for w in report.warning_failures
+    )
+
+
+def test_class_balance_change_through_quarantine_is_a_warning(bundled: pd.DataFrame, tmp_path: Path) -> None:
+    sick = bundled.index[bundled["target"] == 1][:50]
+    frame = bundled.copy()
+    frame.loc[sick, "trestbps"] = 999
+    report = gate(frame, tmp_path, "balance")
+    assert report.passed
+    assert report.disease_share_in == pytest.approx(139 / 303)
+    assert any(w.startswith("quarantine moved the disease share from 45.9% to ") for w in report.warning_failures)
+
+
+def test_too_many_invalid_rows_names_the_worst_rule_with_exact_shares(bundled: pd.DataFrame, tmp_path: Path) -> None:
+    frame = bundled.assign(trestbps=bundled["trestbps"].where(bundled.index < 100, 999))
+    message = gate(frame, tmp_path, "many-invalid").failure_message()
+    assert "fail warning rules" in message
+    assert "most by expect_column_values_to_be_between(trestbps): 203 rows (67.0%)" in message
+
+
+def test_contract_carries_severity_and_reason_in_ge_native_fields() -> None:
+    raw = json.loads(SETTINGS.resolve(SETTINGS.contract.suite_path).read_text())
+    assert all("meta" not in e and e["severity"] in ("critical", "warning") and e["notes"] for e in raw["expectations"])
+    docs_kinds = {e["type"] for e in raw["expectations"] if e.get("description")}
+    assert docs_kinds == {
+        "expect_target_to_agree_with_disease_markers",
+        "expect_coded_columns_to_fit_the_project_coding",
+        "expect_column_value_shares_to_match_reference",
+    }
