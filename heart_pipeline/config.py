@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from heart_pipeline.algorithms import ALGORITHMS
 from heart_pipeline.codebook import Codebook, disagreements_with_contract, load_codebook
-from heart_pipeline.contract import Contract, load_contract
+from heart_pipeline.contract import Contract, load_contract, load_reference_profile
 from heart_pipeline.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -287,7 +288,8 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
     disagree = disagreements_with_contract(book, {name: contract.value_set(name) for name in book.columns})
     if disagree:
         raise ConfigError(f"{book.path}: the codebook and the contract disagree: {'; '.join(disagree)}")
-    return settings, contract
+    reference = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
+    return settings, replace(contract, reference=reference)
 
 
 def load_codebook_for(settings: Settings) -> Codebook:

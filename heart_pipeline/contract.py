@@ -7,7 +7,7 @@ sets) usable by the CLI, the API schema and config checks without GE's multi-sec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +47,9 @@ class Contract:
     columns: list[str]
     rules: list[Rule] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The checks of meaning compare files with this profile (great_expectations/reference_profile.json,
+    # set by load_settings_and_contract); empty means the committed default.
+    reference: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def bounds(self, column: str) -> tuple[float | None, float | None] | None:
         for rule in self.rules:
@@ -96,7 +99,8 @@ class Contract:
             if "column_list" in kwargs:
                 exp = {**exp, "kwargs": {**kwargs, "column_list": [c for c in kwargs["column_list"] if c != target]}}
             expectations.append(exp)
-        return contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
+        scoring = contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
+        return replace(scoring, reference=self.reference)
 
 
 def notes_text(expectation: dict[str, Any]) -> str:
@@ -118,6 +122,15 @@ def contract_from_dict(raw: dict[str, Any]) -> Contract:
     if not columns:
         raise ConfigError(f"contract {raw.get('name')}: no expect_table_columns_to_match_ordered_list rule")
     return Contract(name=raw["name"], columns=columns, rules=rules, raw=raw)
+
+
+def load_reference_profile(path: Path) -> dict[str, Any]:
+    """The reference profile the checks of meaning compare files with (``make reference-profile``)."""
+    try:
+        profile: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the reference profile: {exc}") from None
+    return profile
 
 
 def load_contract(path: Path) -> Contract:

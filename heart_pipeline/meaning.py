@@ -11,7 +11,6 @@ expectations (heart_pipeline/expectations.py) call them, and so can anything els
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,11 +188,6 @@ def build_reference_profile(frame: pd.DataFrame, coded_columns: list[str], sourc
         "rows": len(frame),
         "columns": {str(c): column_profile(frame[c], str(c) in coded_columns) for c in frame.columns},
     }
-
-
-def load_reference_profile(path: Path) -> dict[str, Any]:
-    profile: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return profile
 
 
 # --- placeholders and shift ------------------------------------------------------------------

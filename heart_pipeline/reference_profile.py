@@ -32,7 +32,7 @@ def profile_json(profile: dict[str, Any]) -> str:
 
 def main() -> None:
     settings = load_config()
-    path: Path = settings.resolve(settings.contract.reference_profile_path)
+    path: Path = settings.resolve(settings.contract.reference_profile_path)  # the checkout's copy
     path.write_text(profile_json(bundled_profile(settings)), encoding="utf-8")
     print(f"wrote {path}")
 

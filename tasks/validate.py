@@ -19,8 +19,8 @@ import heart_pipeline.tasks.load
 from heart_pipeline.caching import data_step_cache_policy
 from heart_pipeline.codebook import Codebook, load_codebook
 from heart_pipeline.config import ValidationConfig
-from heart_pipeline.contract import Contract, rule_name
-from heart_pipeline.meaning import DEFAULT_REFERENCE_PROFILE_PATH, load_reference_profile, resolve_expectations
+from heart_pipeline.contract import Contract, load_reference_profile, rule_name
+from heart_pipeline.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
 from heart_pipeline.render import expectation_table, validation_markdown
 from heart_pipeline.results import RuleOutcome, ValidationReport
 from heart_pipeline.tasks.load import Dataset, RawData
@@ -408,11 +408,11 @@ def validate_frame(
 ) -> ValidationResult:
     """Run the whole gate on an already-read file: the verdict, the kept rows and the quarantine.
 
-    ``reference`` is the profile the shift and coding checks compare with: by default the bundled
-    data's (committed with the contract); pass another, e.g. ``build_reference_profile`` of the
+    ``reference`` is the profile the shift and coding checks compare with: by default the contract's
+    (the bundled data's, committed with it); pass another, e.g. ``build_reference_profile`` of the
     champion's training rows, to compare with that. ``codebook`` supplies the foreign codings.
     """
-    reference = reference or load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
+    reference = reference or contract.reference or load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
     expectations = resolve_expectations(contract.raw["expectations"], reference, codebook or load_codebook())
     # Indexed by file line: GE's failing indices, the quarantine and every message speak in lines.
     # (An unnamed index: GE reports a named one as dicts.)

@@ -1,6 +1,8 @@
 """A generated corpus of hostile inputs: each builder writes one bad file and says what the error must say.
 
-Built at test time from the bundled UCI rows (tests/conftest.py: clean_frame).
+Built from the bundled UCI Cleveland rows at test time; no other data is committed. ``CASES`` break the
+file's form; ``MEANING_CASES`` keep every cell valid-looking and break its meaning (the label's
+direction, the coding, placeholders), as real files from other sources do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from heart_pipeline.codebook import load_codebook
 
 
 @dataclass(frozen=True)
@@ -177,4 +181,63 @@ CASES = [
     HostileCase("duplicate-header", _duplicate_header, "column name 'age' appears twice in the header"),
     HostileCase("device-file", _device, "refusing to read it"),
     HostileCase("forty-mb-cell", _forty_mb_cell, "column 'chol' is not numeric"),
+]
+
+
+def inverted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Kaggle's heart.csv: target 1 means no disease."""
+    return frame.assign(target=1 - frame["target"])
+
+
+def in_foreign_coding(frame: pd.DataFrame, columns: list[str], coding: str = "uci") -> pd.DataFrame:
+    """``columns`` rewritten in a foreign coding's codes (the codebook's mapping, inverted), under our header."""
+    out = frame.copy()
+    for recode in load_codebook().foreign_coding(coding).to_ours.values():
+        if recode.column in columns:
+            inverse = {ours: theirs for theirs, ours in reversed(recode.codes.items()) if ours is not None}
+            out[recode.column] = frame[recode.column].map(inverse)
+    return out
+
+
+def _zeros_for_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """A site that never measured ca and rarely slope or thal, exported with 0 for every '?'."""
+    slope = frame["slope"].where(frame.index % 3 == 0, 0)
+    return frame.assign(ca=0, slope=slope, thal=frame["thal"].where(frame.index < 200, 0))
+
+
+def _meaning(name: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path, pd.DataFrame], Path]:
+    return lambda d, f: _csv(d / f"{name}.csv", change(f.reset_index(drop=True)))
+
+
+MEANING_CASES = [
+    HostileCase(
+        "inverted-target",
+        _meaning("inverted", inverted),
+        "target looks inverted: 5 of 5 disease markers point the other",
+    ),
+    HostileCase(
+        "uci-codes-under-our-header",
+        _meaning("uci", lambda f: in_foreign_coding(f, ["cp", "restecg", "slope", "thal"])),
+        "codes fit UCI Machine Learning Repository",
+    ),
+    HostileCase(
+        "uci-restecg-under-our-header",
+        _meaning("uci-restecg", lambda f: in_foreign_coding(f, ["restecg"])),
+        "better than this project's coding: restecg (log-likelihood ratio",
+    ),
+    HostileCase(
+        "near-empty-column",
+        _meaning("near-empty", lambda f: f.assign(ca=f["ca"].where(f.index < 3))),
+        "column 'ca' is 99.0% missing",
+    ),
+    HostileCase(
+        "constant-column",
+        _meaning("constant", lambda f: f.assign(chol=0)),
+        "column 'chol' holds the single value 0 in every row",
+    ),
+    HostileCase(
+        "question-marks-written-as-0",
+        _meaning("zeros", _zeros_for_missing),
+        "column 'ca' holds the single value 0 in every row",
+    ),
 ]

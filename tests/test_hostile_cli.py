@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import BIN, cli_env, write_test_config
-from tests.hostile import CASES, HostileCase
+from tests.hostile import CASES, MEANING_CASES, HostileCase
 
 
 def folder_digest(folder: Path) -> str:
@@ -77,8 +77,11 @@ def good_run(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, clea
 
 # Every case runs at function level in test_data_gate.py; through the whole CLI (a Prefect flow run, the
 # exit code, the last stderr line, the untouched registry) a few representatives are enough: one refused
-# before reading, one refused by a critical rule, one by the quarantine budget.
-CLI_CASES = [c for c in CASES if c.name in ("missing-file", "target-value-2", "every-row-invalid")]
+# before reading, one refused by a critical rule, one by the quarantine budget, and two files whose every
+# cell is valid but whose meaning is wrong (an inverted label, a foreign coding).
+CLI_CASES = [c for c in CASES if c.name in ("missing-file", "target-value-2", "every-row-invalid")] + [
+    c for c in MEANING_CASES if c.name in ("inverted-target", "uci-codes-under-our-header")
+]
 
 pytestmark = pytest.mark.e2e
 

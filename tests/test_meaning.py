@@ -17,7 +17,6 @@ from heart_pipeline.meaning import (
     DEFAULT_REFERENCE_PROFILE_PATH,
     foreign_coding_fits,
     label_inversion_reason,
-    load_reference_profile,
     marker_effects,
     resolve_expectations,
 )
@@ -25,10 +24,11 @@ from heart_pipeline.reference_profile import bundled_profile, profile_json
 from heart_pipeline.results import ValidationReport
 from heart_pipeline.tasks.validate import exact_percent
 from tests.helpers import run_gate
+from tests.hostile import MEANING_CASES, HostileCase, in_foreign_coding, inverted
 
 SETTINGS, CONTRACT = load_settings_and_contract()
 BOOK = load_codebook()
-REFERENCE = load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
+REFERENCE = CONTRACT.reference
 BOOTSTRAP_SAMPLES = 200
 
 
@@ -51,20 +51,6 @@ def gate(frame: pd.DataFrame, tmp_path: Path, name: str) -> ValidationReport:
     path = tmp_path / f"{name}.csv"
     frame.to_csv(path, index=False)
     return run_gate(path, CONTRACT)
-
-
-def inverted(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(target=1 - frame["target"])
-
-
-def in_foreign_coding(frame: pd.DataFrame, columns: list[str], coding: str = "uci") -> pd.DataFrame:
-    """``columns`` rewritten in a foreign coding's codes, under our header."""
-    out = frame.copy()
-    for recode in BOOK.foreign_coding(coding).to_ours.values():
-        if recode.column in columns:
-            inverse = {ours: theirs for theirs, ours in reversed(recode.codes.items()) if ours is not None}
-            out[recode.column] = frame[recode.column].map(inverse)
-    return out
 
 
 def label_fires(frame: pd.DataFrame) -> str | None:
@@ -121,36 +107,17 @@ def test_coding_check_names_each_column_in_uci_coding(bundled: pd.DataFrame, col
 
 # --- through the gate (real Great Expectations) --------------------------------------------
 
-DEFECTS = {
-    "inverted target": (inverted, "target looks inverted: 5 of 5 disease markers"),
-    "UCI codes under our header": (
-        lambda f: in_foreign_coding(f, ["cp", "restecg", "slope", "thal"]),
-        "codes fit UCI Machine Learning Repository",
-    ),
-    "UCI restecg under our header": (
-        lambda f: in_foreign_coding(f, ["restecg"]),
-        "restecg (log-likelihood ratio",
-    ),
-    "near-empty column": (
-        lambda f: f.assign(ca=f["ca"].where(f.index < 3)),
-        "column 'ca' is 99.0% missing (300 of 303 rows",
-    ),
-    "constant column": (lambda f: f.assign(chol=0), "column 'chol' holds the single value 0 in every row"),
-    "? replaced by 0": (
-        # A site that never measured ca and rarely slope or thal, exported with 0 for '?'.
-        lambda f: f.assign(ca=0, slope=f["slope"].where(f.index % 3 == 0, 0), thal=f["thal"].where(f.index < 200, 0)),
-        "column 'ca' holds the single value 0 in every row",
-    ),
-}
 
-
-@pytest.mark.parametrize("defect", list(DEFECTS))
-def test_gate_stops_each_defect_with_a_one_line_reason(defect: str, bundled: pd.DataFrame, tmp_path: Path) -> None:
-    make, reason = DEFECTS[defect]
-    report = gate(make(bundled), tmp_path, defect.replace(" ", "-"))
+@pytest.mark.parametrize("case", MEANING_CASES, ids=[c.name for c in MEANING_CASES])
+def test_gate_stops_each_defect_with_a_one_line_reason(
+    case: HostileCase, bundled: pd.DataFrame, tmp_path: Path
+) -> None:
+    path = case.build(tmp_path, bundled)
+    report = run_gate(path, CONTRACT)
     assert report.decision == "failed"
     message = report.failure_message()
-    assert reason in message, message
+    assert message.startswith(f"{path}: data-quality gate failed: ")
+    assert case.expected in message, message
     assert "\n" not in message and len(message) < 1500
 
 
