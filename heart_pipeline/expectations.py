@@ -17,6 +17,7 @@ profile, the codebook's codings) are filled into the kwargs by ``resolve_expecta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -49,22 +50,27 @@ def _table(execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict[s
     return frame
 
 
-class DiseaseMarkerEffects(TableMetricProvider):
-    metric_name = "heart.disease_marker_effects"
-    value_keys = ("target", "markers")
+def _frame_metric(compute: Callable[[Any, dict[str, Any]], Any]) -> Any:
+    """A pandas metric over the whole batch: ``compute(frame, value_kwargs)``, in GE's signature."""
 
     @metric_value(engine=PandasExecutionEngine)
     def _pandas(
-        cls,
+        cls: type,
         execution_engine: PandasExecutionEngine,
         metric_domain_kwargs: dict[str, Any],
         metric_value_kwargs: dict[str, Any],
         metrics: dict[str, Any],
         runtime_configuration: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        frame = _table(execution_engine, metric_domain_kwargs)
-        effects = marker_effects(frame, metric_value_kwargs["target"], metric_value_kwargs["markers"])
-        return [asdict(e) for e in effects]
+    ) -> Any:
+        return compute(_table(execution_engine, metric_domain_kwargs), metric_value_kwargs)
+
+    return _pandas
+
+
+class DiseaseMarkerEffects(TableMetricProvider):
+    metric_name = "heart.disease_marker_effects"
+    value_keys = ("target", "markers")
+    _pandas = _frame_metric(lambda frame, kw: [asdict(e) for e in marker_effects(frame, kw["target"], kw["markers"])])
 
 
 class ExpectTargetToAgreeWithDiseaseMarkers(BatchExpectation):
@@ -90,21 +96,9 @@ class ExpectTargetToAgreeWithDiseaseMarkers(BatchExpectation):
 class ForeignCodingFits(TableMetricProvider):
     metric_name = "heart.foreign_coding_fits"
     value_keys = ("columns", "codings", "reference", "min_evidence")
-
-    @metric_value(engine=PandasExecutionEngine)
-    def _pandas(
-        cls,
-        execution_engine: PandasExecutionEngine,
-        metric_domain_kwargs: dict[str, Any],
-        metric_value_kwargs: dict[str, Any],
-        metrics: dict[str, Any],
-        runtime_configuration: dict[str, Any],
-    ) -> dict[str, dict[str, float]]:
-        frame = _table(execution_engine, metric_domain_kwargs)
-        kwargs = metric_value_kwargs
-        return foreign_coding_fits(
-            frame, kwargs["columns"], kwargs["codings"], kwargs["reference"], kwargs["min_evidence"]
-        )
+    _pandas = _frame_metric(
+        lambda frame, kw: foreign_coding_fits(frame, kw["columns"], kw["codings"], kw["reference"], kw["min_evidence"])
+    )
 
 
 class ExpectCodedColumnsToFitTheProjectCoding(BatchExpectation):
