@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -160,4 +161,5 @@ def task_states(flow_run_id: object) -> dict[str, str]:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {run.name.rsplit("-", 1)[0] if run.name[-1].isdigit() else run.name: run.state.name for run in runs}
+    # Prefect names a task run "<task name>-<3 hex characters>" unless the task has a fixed run name.
+    return {re.sub(r"-[0-9a-f]{3}$", "", run.name): run.state.name for run in runs}
