@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, tags
+from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.render import scoring_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
 from heart_pipeline.runtime import flow_run_id
 from heart_pipeline.tasks.load import load_dataset_task
@@ -42,8 +44,10 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
             run_dir / "scoring",
             settings.resolve(out_path) if out_path else None,
         )
-    return {
+    result = {
         "run_dir": str(run_dir),
+        "validation_report": report.html_report_path,
+        "registered_model": settings.mlflow.registered_model,
         "predictions_path": scored.predictions_path,
         "copied_to": scored.copied_to,
         "rows_in": report.rows_in,
@@ -52,3 +56,10 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
         "quarantine_path": report.quarantine_path,
         "model_version": scored.model_version,
     }
+    create_markdown_artifact(
+        key="heart-batch-scoring-summary",
+        markdown=scoring_summary_markdown(result),
+        description=f"Scored {scored.rows_scored} of {report.rows_in} patients with "
+        f"{settings.mlflow.registered_model} v{scored.model_version}",
+    )
+    return result

@@ -41,4 +41,5 @@ def heart_data_quality(
         **report.summary(),
         "quarantine_path": report.quarantine_path,
         "report_path": report.report_path,
+        "validation_report": report.html_report_path,
     }

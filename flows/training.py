@@ -9,7 +9,8 @@ from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.render import training_summary_markdown
+from heart_pipeline.registry import model_version_ui_url
+from heart_pipeline.render import champion_headline, mlflow_ui_command, training_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, training_run_name
 from heart_pipeline.runtime import flow_run_id
 from heart_pipeline.tasks.evaluate import evaluate_model_task
@@ -68,23 +69,33 @@ def heart_training(
             )
             tracked.append(register_model_task(logged, evaluation, dataset.summary, settings, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)
+    model_rows = [
+        {
+            "name": t.name,
+            "run_id": t.run_id,
+            "run_url": t.ui_url,
+            "version": t.version,
+            "version_url": model_version_ui_url(settings.mlflow_ui_url, t.registered_model, t.version),
+            "registered_model": t.registered_model,
+            "threshold": e.threshold,
+            "metrics": e.metrics,
+        }
+        for t, e in zip(tracked, evaluations, strict=True)
+    ]
+    promotion = decision_summary(decision)
     create_markdown_artifact(
         key="heart-training-summary",
-        markdown=training_summary_markdown(tracked, evaluations, report, settings.tracking_uri),
-        description="Each model's test and CV metrics, its registry version and MLflow run",
+        markdown=training_summary_markdown(model_rows, promotion, report.summary()),
+        description=champion_headline(promotion),
     )
     return {
         "run_dir": str(run_dir),
-        "promotion": decision_summary(decision),
+        "promotion": promotion,
         "data_fingerprint": dataset.fingerprint,
         "validation": report.summary(),
-        "models": {
-            t.name: {
-                "run_id": t.run_id,
-                "version": t.version,
-                "registered_model": t.registered_model,
-                "test_metrics": {k: v for k, v in e.metrics.items() if k.startswith("test_")},
-            }
-            for t, e in zip(tracked, evaluations, strict=True)
-        },
+        "validation_report": report.html_report_path,
+        "mlflow_ui_command": mlflow_ui_command(
+            settings.tracking_uri, str(settings.resolve(settings.mlflow.artifact_root))
+        ),
+        "models": {m["name"]: m for m in model_rows},
     }

@@ -15,6 +15,10 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+# `make run` starts a temporary Prefect server; Prefect gives it 20 s, which a busy laptop exceeds
+# ("Timed out while attempting to connect to ephemeral Prefect API server").
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 # Import-time noise from dependencies that a user cannot act on:
 # - MLflow infers schemas for its own GenAI response types when mlflow.pyfunc is first imported and
 #   warns that its own `Any` hints are not validated;

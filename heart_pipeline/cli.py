@@ -145,7 +145,10 @@ DISEASE_LABEL_HELP = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heart-pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Every command takes --json: the full result for scripts, instead of the few lines for people.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the full result as JSON instead of a summary")
+    sub = _SubcommandsWithCommonOptions(parser.add_subparsers(dest="command", required=True), common)
     train = sub.add_parser("train", help="validate the data, train LR and RF, track and register them in MLflow")
     train.add_argument("--data", help="CSV to train on (default: data.path in the config)")
     train.add_argument("--config", help="config YAML (default: config/config.yaml)")
@@ -163,7 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a CSV against the data contract without training")
     validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
     validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    validate.add_argument("--json", action="store_true", help="print the result as JSON")
     validate.add_argument("--disease-label", type=int, choices=[0, 1], help=DISEASE_LABEL_HELP)
     validate.set_defaults(handler=_validate)
     score = sub.add_parser("score", help="score a CSV of patients (no target) with the champion model")
@@ -199,26 +201,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_last_words: list[str] = []
+class _SubcommandsWithCommonOptions:
+    """``add_parser`` that gives every subcommand the shared options."""
+
+    def __init__(self, actions: Any, common: argparse.ArgumentParser) -> None:
+        self.actions, self.common = actions, common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self.actions.add_parser(name, parents=[self.common], **kwargs)
+
+
+def human_summary(command: str, result: dict[str, Any]) -> str:
+    """The lines a person reads at the end of a command; ``--json`` prints everything instead."""
+    from heart_pipeline import render
+
+    summaries = {
+        "train": render.training_terminal_summary,
+        "validate": render.validation_terminal_summary,
+        "score": render.scoring_terminal_summary,
+    }
+    if command in summaries:
+        return summaries[command](result)
+    if command == "rollback":
+        return f"{result['registered_model']}@champion: v{result['champion_before']} -> v{result['champion_after']}"
+    return ""  # contract, stack and serve print as they go
+
+
+_last_words: list[tuple[str, bool]] = []
 
 
 def _print_last_words() -> None:
-    for line in _last_words:
-        print(line, file=sys.stderr, flush=True)
+    for text, to_stdout in _last_words:
+        print(text, file=sys.stdout if to_stdout else sys.stderr, flush=True)
 
 
-def _say_last(message: str) -> None:
-    """Queue ``message`` to be the very last stderr line (see ``main``)."""
-    _last_words.append(message)
+def _say_last(message: str, to_stdout: bool = False) -> None:
+    """Queue ``message`` to be printed last, after Prefect's own exit lines (see ``main``)."""
+    _last_words.append((message, to_stdout))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Prefect stops its temporary server in an atexit hook that logs a line. Hooks run last-in,
-    # first-out, and this one is registered before Prefect's, so the reason stays the last line.
+    # first-out, and this one is registered before Prefect's, so the summary or the reason is the
+    # last thing printed.
     atexit.register(_print_last_words)
     from heart_pipeline.errors import PipelineError, shorten
 
+    if args.command in ("train", "validate", "score"):
+        from heart_pipeline.runtime import quiet_console
+
+        quiet_console()
     try:
         result = args.handler(args)
     except PipelineError as exc:
@@ -231,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         reason = shorten(str(exc)) or type(exc).__name__  # a library's message may quote file content
         _say_last(f"heart-pipeline: error: {type(exc).__name__}: {reason}")
         return 1
-    print(json.dumps(result, indent=2, default=str))
+    if args.json:
+        _say_last(json.dumps(result, indent=2, default=str), to_stdout=True)
+    elif summary := human_summary(args.command, result):
+        _say_last(summary, to_stdout=True)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from heart_pipeline.results import Evaluation, PromotionDecision, TrackedModel, ValidationReport
+from heart_pipeline.results import PromotionDecision, RuleOutcome, ValidationReport
 
 
 def _values(values: Sequence[Any]) -> str:
@@ -47,16 +47,22 @@ def markdown_cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def expectation_table(report: ValidationReport) -> list[dict[str, Any]]:
+def expectation_table(outcomes: Sequence[RuleOutcome]) -> list[dict[str, Any]]:
+    """The Prefect table of the gate: failures first (critical, then warning), each with what the
+    rule checks, what was found and the file lines."""
+    from heart_pipeline.report_html import capped_lines, sorted_outcomes
+
     return [
         {
-            "expectation": o.rule,
-            "severity": o.severity,
             "result": "pass" if o.success else "FAIL",
-            "unexpected_count": o.unexpected_count,
-            "detail": o.detail,
+            "severity": o.severity,
+            "rule": o.rule,
+            "checks": o.checks,
+            "failing rows": o.unexpected_count if not o.success else 0,
+            "found": "" if o.success else o.detail,
+            "lines": "" if o.success else capped_lines(o.lines, None, o.unexpected_count),
         }
-        for o in report.outcomes
+        for o in sorted_outcomes(outcomes)
     ]
 
 
@@ -73,37 +79,13 @@ def validation_markdown(report: ValidationReport) -> str:
         f"{_share(report.disease_share_in)} / {_share(report.disease_share_kept)} |\n\n"
         f"{failures}\n{warnings}\n\n"
         + (f"| quarantined by rule | rows |\n|---|---|\n{by_rule}\n\n" if by_rule else "")
-        + f"Quarantine: `{report.quarantine_path}`  \nReport: `{report.report_path}`\n"
+        + f"Report (open in a browser): `{report.html_report_path}`  \nQuarantined rows, with rule and value: "
+        f"`{report.quarantine_path}`\n"
     )
 
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
-
-
-def training_summary_markdown(
-    tracked: list[TrackedModel], evaluations: list[Evaluation], report: ValidationReport, tracking_uri: str
-) -> str:
-    rows = []
-    for t, e in zip(tracked, evaluations, strict=True):
-        m = e.metrics
-        rows.append(
-            f"| {t.name} | {m['test_roc_auc']:.3f} | {m['test_accuracy']:.3f} | {m['test_f1']:.3f} | "
-            f"{m['test_precision']:.3f} | {m['test_recall']:.3f} | {m['test_log_loss']:.3f} | "
-            f"{m['cv_roc_auc_mean']:.3f} [{m['cv_roc_auc_ci95_low']:.3f}, {m['cv_roc_auc_ci95_high']:.3f}] | "
-            f"{e.threshold:.3f} | `{t.registered_model}` v{t.version} | [run]({t.ui_url}) |"
-        )
-    return (
-        "# heart-training results\n\n"
-        f"Data `{report.data_path}`: {report.rows_in} rows in, {report.rows_kept} kept, "
-        f"{report.rows_quarantined} quarantined, {report.duplicate_rows} duplicate rows.\n\n"
-        "| model | test ROC-AUC | accuracy | F1 | precision | recall | log loss | CV ROC-AUC [95% CI] | threshold "
-        "| registered | MLflow |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-        + "\n".join(rows)
-        + "\n\n"
-        + "".join(f"Threshold of {e.name}: {e.threshold_note}.\n\n" for e in evaluations)
-        + f"Tracking store: `{tracking_uri}`.\n"
-    )
 
 
 def promotion_markdown(decision: PromotionDecision) -> str:
@@ -142,4 +124,129 @@ def failure_markdown(flow_name: str, run: Any, state: Any) -> str:
         f"Parameters:\n{parameters}\n\n"
         "Nothing was registered in MLflow and no earlier run's outputs were touched. "
         "Data-quality failures name the file, the column and the lines; fix the file and run again.\n"
+    )
+
+
+def _interval(metrics: Mapping[str, Any], name: str, mean_key: str | None = None) -> str:
+    """'0.91 [0.83, 0.97]' from ``<name>``/``<mean_key>`` and ``<name>_ci95_low/high``."""
+    value = metrics.get(mean_key or name)
+    low, high = metrics.get(f"{name}_ci95_low"), metrics.get(f"{name}_ci95_high")
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+
+
+def champion_headline(promotion: Mapping[str, Any]) -> str:
+    """What @champion is now: 'heart-disease@champion -> random_forest v3 (was v1)'."""
+    model = promotion.get("registered_model", "model")
+    challenger = f"{promotion.get('challenger')} v{promotion.get('challenger_version')}"
+    if promotion.get("promoted"):
+        before = promotion.get("champion_version_before")
+        return f"{model}@champion -> {challenger}" + (f" (was v{before})" if before else " (first champion)")
+    after = promotion.get("champion_version_after")
+    return f"{model}@champion " + (f"stays v{after}" if after else "not set") + f"; {challenger} not promoted"
+
+
+def champion_line(promotion: Mapping[str, Any]) -> str:
+    """The promotion decision and its reasons in one line."""
+    return f"{champion_headline(promotion)}: " + "; ".join(promotion.get("reasons") or [])
+
+
+def training_terminal_summary(result: Mapping[str, Any]) -> str:
+    """What `heart-pipeline train` prints at the end: a few lines a user can act on."""
+    validation = result.get("validation", {})
+    v = validation
+    lines = [
+        f"Data: {v.get('data_path')} - gate {v.get('decision')}, {v.get('rows_in')} rows in, {v.get('rows_kept')} "
+        f"kept, {v.get('rows_quarantined')} quarantined, {v.get('duplicate_rows')} duplicate(s) dropped",
+        "",
+        f"{'model':22} {'test ROC-AUC [95% CI]':26} {'CV ROC-AUC [95% CI]':26} {'threshold':>9}  version",
+    ]
+    for name, model in result.get("models", {}).items():
+        metrics = model.get("metrics", {})
+        lines.append(
+            f"{name:22} {_interval(metrics, 'test_roc_auc'):26} "
+            f"{_interval(metrics, 'cv_roc_auc', 'cv_roc_auc_mean'):26} {model.get('threshold', float('nan')):9.3f}  "
+            f"v{model.get('version')}"
+        )
+    lines += ["", champion_line(result.get("promotion", {})), f"Run folder: {result.get('run_dir')}"]
+    if result.get("validation_report"):
+        lines.append(f"Validation report: {result['validation_report']}")
+    if result.get("mlflow_ui_command"):
+        lines.append(f"MLflow UI: {result['mlflow_ui_command']}")
+    return "\n".join(lines)
+
+
+def validation_terminal_summary(result: Mapping[str, Any]) -> str:
+    lines = [
+        f"Data-quality gate {result.get('decision')}: {result.get('data_path')} - {result.get('rows_in')} rows in, "
+        f"{result.get('rows_kept')} kept, {result.get('rows_quarantined')} quarantined"
+    ]
+    lines += [f"  warning: {w}" for w in result.get("warning_failures", [])]
+    for label, key in (("Report", "validation_report"), ("Quarantine", "quarantine_path"), ("MLflow", "mlflow_run")):
+        if result.get(key):
+            lines.append(f"{label}: {result[key]}")
+    return "\n".join(lines)
+
+
+def scoring_terminal_summary(result: Mapping[str, Any]) -> str:
+    lines = [
+        f"Scored {result.get('rows_scored')} of {result.get('rows_in')} patients with model version "
+        f"{result.get('model_version')} ({result.get('rows_quarantined')} quarantined, not scored)",
+        f"Predictions: {result.get('copied_to') or result.get('predictions_path')}",
+    ]
+    if result.get("quarantine_path"):
+        lines.append(f"Quarantine: {result['quarantine_path']}")
+    return "\n".join(lines)
+
+
+def mlflow_ui_command(tracking_uri: str, artifact_root: str) -> str:
+    """The one command that shows a store's runs with their artifacts.
+
+    A server URI is already a UI. For a local SQLite store, ``--artifacts-destination`` points the
+    UI's artifact proxy at the folder the stack's server writes to: runs made through the stack
+    record ``mlflow-artifacts:/`` locations, which a UI without it shows as "No Artifacts Recorded";
+    runs made by `make run` record absolute file locations, which it reads directly.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri} --artifacts-destination {artifact_root} --port 5000"
+
+
+def training_summary_markdown(
+    models: Sequence[Mapping[str, Any]], promotion: Mapping[str, Any], validation: Mapping[str, Any]
+) -> str:
+    """The training run's Prefect summary: the decision first, then one narrow row per model
+    (fits 1600 px with the MLflow link in view; every other metric is in the MLflow run)."""
+    rows = [
+        f"| {m['name']} | {_interval(m['metrics'], 'test_roc_auc')} | {_interval(m['metrics'], 'test_recall')} | "
+        f"{_interval(m['metrics'], 'cv_roc_auc', 'cv_roc_auc_mean')} | {m['threshold']:.3f} | "
+        f"[v{m['version']}]({m.get('version_url', '')}) | [run]({m['run_url']}) |"
+        for m in models
+    ]
+    reasons = "\n".join(f"- {markdown_cell(r)}" for r in promotion.get("reasons") or [])
+    return (
+        f"# heart-training: {markdown_cell(champion_headline(promotion))}\n\n{reasons}\n\n"
+        "| model | test ROC-AUC [95% CI] | sensitivity [95% CI] | CV ROC-AUC [95% CI] | threshold | version "
+        "| MLflow |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"Data `{validation.get('data_path')}`: gate {validation.get('decision')}, {validation.get('rows_in')} rows "
+        f"in, {validation.get('rows_kept')} kept, {validation.get('rows_quarantined')} quarantined, "
+        f"{validation.get('duplicate_rows')} duplicate rows dropped. Intervals: bootstrap on the test set, "
+        "Nadeau-Bengio corrected t on the CV folds.\n"
+    )
+
+
+def scoring_summary_markdown(result: Mapping[str, Any]) -> str:
+    """The batch-scoring run's Prefect summary: what was scored, by which model, and where it went."""
+    where = [
+        ("Predictions", result.get("predictions_path")),
+        ("Copied to", result.get("copied_to")),
+        ("Quarantined rows (not scored), with rule and value", result.get("quarantine_path")),
+        ("Validation report", result.get("validation_report")),
+    ]
+    return (
+        f"# heart-batch-scoring: {result.get('rows_scored')} of {result.get('rows_in')} patients scored\n\n"
+        f"Model `{result.get('registered_model')}` version **{result.get('model_version')}** (@champion at "
+        f"scoring time); {result.get('rows_quarantined')} rows quarantined by the data contract.\n\n"
+        + "".join(f"- {label}: `{path}`\n" for label, path in where if path)
     )

@@ -8,18 +8,16 @@ script, no image and no link to any other host, so it reads the same from a run 
 artifact view or an e-mail attachment. Every value is HTML-escaped: cells hold text from the
 user's file.
 
-Pure: takes the report (duck-typed, so this base module imports nothing from the steps) and
-returns a string; the validate step writes it next to its other outputs.
+Pure: takes the report and returns a string; the validate step writes it next to its other outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
-from typing import Any, Protocol
 
-from heart_pipeline.render import rule_check
+from heart_pipeline.results import RuleOutcome, ValidationReport
 
 REPORT_FILE_NAME = "report.html"
 MAX_LINES_SHOWN = 20
@@ -45,6 +43,7 @@ th,td{border-bottom:1px solid #dde2e8;padding:6px 8px;text-align:left;vertical-a
 th{background:#f3f5f8;position:sticky;top:0}
 tr.fail-critical td{background:#fdecec}tr.fail-warning td{background:#fff6e0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td:last-child{min-width:11em}
 .tag{display:inline-block;border-radius:4px;padding:1px 6px;font-size:12px;font-weight:600}
 .tag.critical{background:#c62828;color:#fff}.tag.warning{background:#b7791f;color:#fff}
 .tag.pass{background:#2e7d46;color:#fff}.tag.fail{background:#1d2430;color:#fff}
@@ -54,39 +53,12 @@ ul.reasons li{margin:4px 0}
 """
 
 
-class OutcomeLike(Protocol):
-    rule: str
-    expectation: str
-    column: str | None
-    severity: str
-    success: bool
-    unexpected_count: int
-    lines: list[int]
-    detail: str
-    why: str
-
-
-class ReportLike(Protocol):
-    data_path: str
-    fingerprint: str
-    rows_in: int
-    rows_kept: int
-    rows_quarantined: int
-    duplicate_rows: int
-    duplicate_lines: list[int]
-    decision: str
-    critical_failures: list[str]
-    warning_failures: list[str]
-    outcomes: Sequence[OutcomeLike]
-    quarantine_path: str | None
-
-
 def report_html_path(validation_dir: Path) -> Path:
     """Where the validate step writes the page inside a run's ``validation/`` folder."""
     return validation_dir / REPORT_FILE_NAME
 
 
-def sorted_outcomes(outcomes: Iterable[OutcomeLike]) -> list[OutcomeLike]:
+def sorted_outcomes(outcomes: Iterable[RuleOutcome]) -> list[RuleOutcome]:
     """Failures first (critical before warning, most failing rows first), then passes in contract order."""
     indexed = list(enumerate(outcomes))
     indexed.sort(
@@ -100,16 +72,22 @@ def sorted_outcomes(outcomes: Iterable[OutcomeLike]) -> list[OutcomeLike]:
     return [outcome for _, outcome in indexed]
 
 
-def capped_lines(lines: Sequence[int], where_full_list: str, limit: int = MAX_LINES_SHOWN) -> str:
-    """'12, 40, 41' or '12, 40, ... +7 more; full list in quarantine.csv' (plain text, not escaped)."""
+def capped_lines(
+    lines: Sequence[int], where_full_list: str | None, total: int | None = None, limit: int = MAX_LINES_SHOWN
+) -> str:
+    """'12, 40, 41' or '12, 40 +7 more; full list in quarantine.csv' (plain text, not escaped).
+
+    ``total`` is the number of failing rows when ``lines`` holds only the first of them."""
     if not lines:
         return ""
     shown = ", ".join(str(n) for n in lines[:limit])
-    more = len(lines) - limit
-    return f"{shown} +{more} more; full list in {where_full_list}" if more > 0 else shown
+    more = max(len(lines), total or 0) - min(len(lines), limit)
+    if more <= 0:
+        return shown
+    return f"{shown} +{more} more" + (f"; full list in {where_full_list}" if where_full_list else "")
 
 
-def _row(outcome: OutcomeLike, checks: Mapping[str, str], full_list: str) -> str:
+def _row(outcome: RuleOutcome, quarantine_file: str | None) -> str:
     state = "pass" if outcome.success else "fail"
     row_class = "" if outcome.success else f' class="fail-{escape(outcome.severity)}"'
     failing = "" if outcome.success else str(outcome.unexpected_count or len(outcome.lines))
@@ -117,21 +95,26 @@ def _row(outcome: OutcomeLike, checks: Mapping[str, str], full_list: str) -> str
         f'<span class="tag {state}">{state.upper()}</span>',
         f'<span class="tag {escape(outcome.severity)}">{escape(outcome.severity)}</span>',
         f"<code>{escape(outcome.rule)}</code>",
-        escape(checks.get(outcome.rule, "")),
+        escape(outcome.checks),
         f'{escape(outcome.detail)}<div class="why">{escape(outcome.why)}</div>',
         failing,
-        escape(capped_lines(outcome.lines, full_list)) if not outcome.success else "",
+        # Rows of warning rules are all in quarantine.csv; a critical failure refuses the whole file.
+        escape(
+            capped_lines(
+                outcome.lines, quarantine_file if outcome.severity == "warning" else None, outcome.unexpected_count
+            )
+        )
+        if not outcome.success
+        else "",
     ]
     classes = ["", "", "", "", "", ' class="num"', ""]
     return f"<tr{row_class}>" + "".join(f"<td{c}>{v}</td>" for c, v in zip(classes, cells, strict=True)) + "</tr>"
 
 
-def render_validation_html(report: ReportLike, checks: Mapping[str, str] | None = None, generated_at: str = "") -> str:
-    """The whole page. ``checks`` maps a rule name to the bound or value set it checks
-    (``rule_checks(contract)``); without it that column stays empty."""
-    checks = checks or {}
+def render_validation_html(report: ValidationReport, generated_at: str = "") -> str:
+    """The whole page: decision, counts, reasons, then every rule, failures first."""
     decision = report.decision if report.decision in DECISION_WORDS else "failed"
-    full_list = Path(report.quarantine_path).name if report.quarantine_path else "validation_report.json"
+    quarantine_file = Path(report.quarantine_path).name if report.quarantine_path else None
     outcomes = sorted_outcomes(report.outcomes)
     n_failed = sum(not o.success for o in outcomes)
     reasons = [("critical", r) for r in report.critical_failures] + [("warning", w) for w in report.warning_failures]
@@ -145,7 +128,8 @@ def render_validation_html(report: ReportLike, checks: Mapping[str, str] | None 
         + (f" (listed with rule and value in {Path(report.quarantine_path).name})" if report.quarantine_path else ""),
         "Exact duplicate rows": f"{report.duplicate_rows}"
         + (
-            f" (lines {capped_lines(report.duplicate_lines, 'validation_report.json')}; the first copy is kept)"
+            f" (lines {capped_lines(report.duplicate_lines, None, report.duplicate_rows)}; "
+            "the first copy is kept, the others are dropped before the split)"
             if report.duplicate_lines
             else ""
         ),
@@ -154,7 +138,7 @@ def render_validation_html(report: ReportLike, checks: Mapping[str, str] | None 
     if generated_at:
         facts["Checked at"] = generated_at
     fact_items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
-    rows = "\n".join(_row(o, checks, full_list) for o in outcomes)
+    rows = "\n".join(_row(o, quarantine_file) for o in outcomes)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -175,8 +159,3 @@ def render_validation_html(report: ReportLike, checks: Mapping[str, str] | None 
         "<th>what was found / why the rule exists</th><th>failing rows</th><th>lines</th></tr></thead>"
         f"<tbody>\n{rows}\n</tbody></table>\n</body></html>\n"
     )
-
-
-def rule_checks(rules: Iterable[Any]) -> dict[str, str]:
-    """Rule name -> the bound or value set it checks, for every rule of a contract."""
-    return {rule.name: rule_check(rule.type, rule.kwargs) for rule in rules}

@@ -37,6 +37,7 @@ class RuleOutcome:
     lines: list[int]  # the first failing file lines (bounded); quarantine.csv holds them all
     detail: str
     why: str
+    checks: str = ""  # the bound or code set in words: "between 100 and 600", "one of 0, 1"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ValidationReport:
     validated_path: str | None = None
     quarantine_path: str | None = None
     report_path: str | None = None
+    html_report_path: str | None = None  # the self-contained page people open (report.html)
 
     @property
     def passed(self) -> bool:

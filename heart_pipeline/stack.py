@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import psutil
@@ -294,15 +294,8 @@ def recorded_layout(layout: StackLayout) -> StackLayout:
     """The layout `up` recorded in ``stack.json`` (its ports, its folders), else ``layout`` itself."""
     try:
         recorded = json.loads((layout.state_dir / "stack.json").read_text())["layout"]
-        return StackLayout(
-            state_dir=Path(recorded["state_dir"]),
-            prefect_home=Path(recorded["prefect_home"]),
-            mlflow_db=Path(recorded["mlflow_db"]),
-            mlflow_artifacts=Path(recorded["mlflow_artifacts"]),
-            prefect_port=int(recorded["prefect_port"]),
-            mlflow_port=int(recorded["mlflow_port"]),
-            host=recorded["host"],
-        )
+        kinds: dict[str, type] = {"prefect_port": int, "mlflow_port": int, "host": str}
+        return StackLayout(**{f.name: kinds.get(f.name, Path)(recorded[f.name]) for f in fields(StackLayout)})
     except (OSError, ValueError, KeyError):
         return layout
 

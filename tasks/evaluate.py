@@ -4,31 +4,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: workers and CI have no display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from prefect import task
 from sklearn.base import BaseEstimator, clone
-from sklearn.calibration import CalibrationDisplay
-from sklearn.metrics import (
-    ConfusionMatrixDisplay,
-    PrecisionRecallDisplay,
-    RocCurveDisplay,
-    roc_auc_score,
-)
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
-from heart_pipeline.config import CrossValidationConfig, Settings
+from heart_pipeline.config import CrossValidationConfig, Settings, load_codebook_for
+from heart_pipeline.plots import PLOT_FILES, model_figures, png_bytes
 from heart_pipeline.results import Evaluation
-from heart_pipeline.stats import corrected_confidence_interval, held_out_metrics
+from heart_pipeline.stats import bootstrap_intervals, corrected_confidence_interval, held_out_metrics
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tasks.train import TrainedModel
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CV_SCORERS = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "neg_log_loss"}
 
@@ -60,28 +53,6 @@ def cross_validated_metrics(
     return metrics, scores
 
 
-def evaluation_figures(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, Any]:
-    """The test-set plots as matplotlib figures, keyed by a file name that is the same for every model."""
-    predicted = (proba >= threshold).astype(int)
-    figures: dict[str, Any] = {}
-    for kind, draw in {
-        "roc_curve": lambda ax: RocCurveDisplay.from_predictions(
-            y_true, proba, ax=ax, name=name, plot_chance_level=True
-        ),
-        "confusion_matrix": lambda ax: ConfusionMatrixDisplay.from_predictions(
-            y_true, predicted, ax=ax, display_labels=["no disease", "disease"], colorbar=False
-        ),
-        "precision_recall_curve": lambda ax: PrecisionRecallDisplay.from_predictions(y_true, proba, ax=ax, name=name),
-        "calibration_curve": lambda ax: CalibrationDisplay.from_predictions(y_true, proba, n_bins=8, ax=ax, name=name),
-    }.items():
-        figure, ax = plt.subplots(figsize=(5, 4.5))
-        draw(ax)
-        ax.set_title(f"{kind.replace('_', ' ')}: {name} (test set)")
-        figure.tight_layout()
-        figures[kind] = figure
-    return figures
-
-
 def held_out_probabilities(trained: TrainedModel, prepared: PreparedData) -> np.ndarray:
     return trained.model.predict_proba(prepared.x_test)[:, 1]
 
@@ -92,6 +63,7 @@ def evaluate_model(
     """Test-set metrics at the model's threshold, and repeated-CV metrics with corrected intervals on the
     training rows (the same folds for every model)."""
     metrics = held_out_metrics(prepared.y_test.to_numpy(), proba, trained.threshold)
+    metrics.update(bootstrap_intervals(prepared.y_test.to_numpy(), proba, trained.threshold, seed))
     cv_metrics, cv_scores = cross_validated_metrics(
         trained.model, prepared.x_train, prepared.y_train, cv.n_splits, cv.n_repeats, seed
     )
@@ -101,14 +73,14 @@ def evaluate_model(
     return Evaluation(trained.name, metrics, trained.threshold, trained.threshold_note, cv_scores)
 
 
-def write_evaluation(evaluation: Evaluation, figures: dict[str, Any], out_dir: Path) -> Evaluation:
-    """PNGs and the metrics CSV in the run folder; the same file names for every model (one folder each)."""
+def write_evaluation(evaluation: Evaluation, figures: dict[str, Figure], out_dir: Path) -> Evaluation:
+    """PNGs and the metrics CSV in the run folder; the same file names for every model (one folder each)
+    and every run (``PLOT_FILES``), so MLflow compares runs image by image."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {}
     for kind, figure in figures.items():
-        path = out_dir / f"{kind}.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
+        path = out_dir / PLOT_FILES[kind]
+        path.write_bytes(png_bytes(figure))
         plots[kind] = str(path)
     metrics_csv = out_dir / "metrics.csv"
     pd.DataFrame([{"model": evaluation.name, "threshold": evaluation.threshold, **evaluation.metrics}]).to_csv(
@@ -125,13 +97,23 @@ def evaluate_model_task(
 
     proba = held_out_probabilities(trained, prepared)
     evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
-    figures = evaluation_figures(trained.name, prepared.y_test.to_numpy(), proba, trained.threshold)
+    figures = model_figures(
+        trained.model,
+        prepared.x_test,
+        prepared.y_test.to_numpy(),
+        trained.name,
+        evaluation.metrics,
+        load_codebook_for(settings),
+        seed,
+    )
     evaluation = write_evaluation(evaluation, figures, out_dir / trained.name)
     m = evaluation.metrics
     get_run_logger().info(
-        "%s: test ROC-AUC %.3f, accuracy %.3f, recall %.3f; CV ROC-AUC %.3f (95%% CI %.3f-%.3f)",
+        "%s: test ROC-AUC %.3f (95%% CI %.3f-%.3f), accuracy %.3f, recall %.3f; CV ROC-AUC %.3f (95%% CI %.3f-%.3f)",
         trained.name,
         m["test_roc_auc"],
+        m["test_roc_auc_ci95_low"],
+        m["test_roc_auc_ci95_high"],
         m["test_accuracy"],
         m["test_recall"],
         m["cv_roc_auc_mean"],

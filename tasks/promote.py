@@ -96,7 +96,8 @@ def promote_best_model(
             challenger_version=challenger.version,
             promoted=promoted,
             reasons=reasons,
-            challenger_metrics={k: v for k, v in best.metrics.items() if k.startswith("test_")},
+            # Point estimates only: the champion is re-scored today without bootstrap intervals.
+            challenger_metrics={k: v for k, v in best.metrics.items() if k.startswith("test_") and "_ci95_" not in k},
             champion_version_before=champion_version,
             champion_metrics=champion_metrics,
             champion_version_after=challenger.version if promoted else champion_version,

@@ -169,6 +169,8 @@ def log_data_quality(report: ValidationReport) -> None:
         mlflow.log_artifact(report.quarantine_path, artifact_path="data_quality")
     if report.report_path:
         mlflow.log_artifact(report.report_path, artifact_path="data_quality")
+    if report.html_report_path:  # the page people open: self-contained, so MLflow's artifact view shows it
+        mlflow.log_artifact(report.html_report_path, artifact_path="data_quality")
 
 
 @task(name="track", task_run_name="track-{trained.name}", retries=2, retry_delay_seconds=5)

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from heart_pipeline.codebook import Codebook, load_codebook
 from heart_pipeline.config import ValidationConfig
 from heart_pipeline.contract import Contract, load_reference_profile, rule_name
 from heart_pipeline.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
-from heart_pipeline.render import expectation_table, validation_markdown
+from heart_pipeline.render import expectation_table, rule_check, validation_markdown
+from heart_pipeline.report_html import render_validation_html, report_html_path
 from heart_pipeline.results import RuleOutcome, ValidationReport
 from heart_pipeline.tasks.load import Dataset, RawData
 
@@ -284,6 +285,7 @@ def assess_outcomes(frame: pd.DataFrame, contract: Contract, ge_outcomes: list[G
                 failing[:MAX_LINES_IN_REPORT],
                 detail,
                 ge.notes,
+                rule_check(ge.type, ge.kwargs),
             )
         )
     for column, bad_lines in find_non_finite_cells(frame).items():
@@ -298,6 +300,7 @@ def assess_outcomes(frame: pd.DataFrame, contract: Contract, ge_outcomes: list[G
                 bad_lines[:MAX_LINES_IN_REPORT],
                 f"column '{column}' has non-finite values (inf) at {_format_lines(bad_lines)}",
                 "Infinity is not a measurement; it means the export that wrote the file is broken.",
+                rule_check(FINITE_RULE, {}),
             )
         )
     return outcomes
@@ -463,10 +466,17 @@ def write_validation_outputs(result: ValidationResult, out_dir: Path, keep_rows:
         result.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
         quarantine_path = str(out_dir / "quarantine.csv")
     report_path = out_dir / "validation_report.json"
+    html_path = report_html_path(out_dir)
     final = replace(
-        result.report, validated_path=validated_path, quarantine_path=quarantine_path, report_path=str(report_path)
+        result.report,
+        validated_path=validated_path,
+        quarantine_path=quarantine_path,
+        report_path=str(report_path),
+        html_report_path=str(html_path),
     )
     report_path.write_text(json.dumps(asdict(final), indent=2, default=_json_default))
+    checked_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    html_path.write_text(render_validation_html(final, checked_at), encoding="utf-8")
     return final
 
 
@@ -527,9 +537,16 @@ def apply_gate_task(report: ValidationReport) -> ValidationReport:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_table_artifact(
-        key="data-quality-expectations", table=expectation_table(report), description="Each expectation: pass or fail"
+        key="data-quality-expectations",
+        table=expectation_table(report.outcomes),
+        description=f"Data-quality gate {report.decision}: every rule of the contract, failures first, "
+        "with the bound or code set it checks and the failing file lines",
     )
-    create_markdown_artifact(key="data-quality-report", markdown=validation_markdown(report))
+    create_markdown_artifact(
+        key="data-quality-report",
+        markdown=validation_markdown(report),
+        description=f"Data-quality gate {report.decision}: {report.rows_kept} of {report.rows_in} rows kept",
+    )
     logger = get_run_logger()
     for warning in report.warning_failures:
         logger.warning("Data-quality warning: %s", warning)

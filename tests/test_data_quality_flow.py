@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def test_reports_counts_and_quarantine(checked: dict) -> None:
         "expect_column_values_to_not_be_null(thal)",
     }
     assert Path(result["report_path"]).exists()
+    assert "Data-quality gate: quarantined" in Path(result["validation_report"]).read_text()
 
 
 def test_prefect_artifacts_list_every_expectation(checked: dict) -> None:
@@ -52,9 +54,11 @@ def test_prefect_artifacts_list_every_expectation(checked: dict) -> None:
         "data-quality-report",
         "data-quality-mlflow-run",
     } <= set(by_key)
-    table = by_key["data-quality-expectations"].data
-    assert "expect_column_values_to_not_be_null(thal)" in str(table)
-    assert "FAIL" in str(table)
+    assert all(a.description for a in artifacts), [a.key for a in artifacts if not a.description]
+    table = json.loads(by_key["data-quality-expectations"].data)
+    assert table[0]["result"] == "FAIL" and table[0]["rule"] == "expect_column_values_to_not_be_null(thal)"
+    assert table[0]["checks"] == "no missing value" and table[0]["lines"]
+    assert all(row["result"] == "pass" for row in table[1:])
 
 
 def test_the_evidence_opens_from_mlflow_and_shows_the_failure(checked: dict, tmp_path: Path) -> None:
@@ -67,6 +71,8 @@ def test_the_evidence_opens_from_mlflow_and_shows_the_failure(checked: dict, tmp
     quarantine = pd.read_csv(local / "quarantine.csv")
     assert sorted(quarantine["column"].tolist()) == ["ca"] * 4 + ["thal"] * 2
     assert "thal" in (local / "validation_report.json").read_text()
+    page = (local / "report.html").read_text()
+    assert "Data-quality gate: quarantined" in page and "not_be_null(thal)" in page
 
 
 def test_validate_cli_exits_non_zero_on_a_critical_failure(

@@ -162,7 +162,7 @@ def test_rollback_cli(store: dict, prefect_server: str, session_dir: Path) -> No
     current = champion_of(store)
     target = store["good"][0][1].version if store["good"][0][1].version != current else store["good"][0][0].version
     result = subprocess.run(
-        [str(BIN / "heart-pipeline"), "rollback", "--to-version", target, "--config", str(store["config"])],
+        [str(BIN / "heart-pipeline"), "rollback", "--json", "--to-version", target, "--config", str(store["config"])],
         env=env,
         capture_output=True,
         text=True,

@@ -8,9 +8,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT
-from heart_pipeline.contract import load_contract
-from heart_pipeline.report_html import capped_lines, render_validation_html, rule_checks, sorted_outcomes
+from heart_pipeline.render import rule_check
+from heart_pipeline.report_html import capped_lines, render_validation_html, sorted_outcomes
 from heart_pipeline.results import RuleOutcome, ValidationReport
 
 HOSTILE = '<script src="https://evil.example/x.js"></script><img src=//cdn.example/p.png>'
@@ -37,9 +36,13 @@ def parse(html: str) -> References:
     return parser
 
 
-def outcome(rule: str, success: bool, severity: str = "warning", lines: list[int] | None = None, detail: str = ""):
+def outcome(
+    rule: str, success: bool, severity: str = "warning", lines: list[int] | None = None, detail: str = "", **kwargs
+):
     lines = lines or []
-    return RuleOutcome(rule, rule.split("(")[0], None, severity, success, len(lines), lines, detail, "why " + rule)
+    expectation = rule.split("(")[0]
+    checks = rule_check(expectation, kwargs)
+    return RuleOutcome(rule, expectation, None, severity, success, len(lines), lines, detail, "why " + rule, checks)
 
 
 def report(decision: str, outcomes: list[RuleOutcome], quarantine: str | None = None) -> ValidationReport:
@@ -60,20 +63,12 @@ def report(decision: str, outcomes: list[RuleOutcome], quarantine: str | None = 
     )
 
 
-@pytest.fixture(scope="module")
-def contract_checks() -> dict[str, str]:
-    import yaml
-
-    suite = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["contract"]["suite_path"]
-    return rule_checks(load_contract(PROJECT_ROOT / suite).rules)
-
-
-def test_no_outside_host_and_every_cell_escaped(contract_checks):
+def test_no_outside_host_and_every_cell_escaped():
     outcomes = [
         outcome("expect_column_values_to_be_in_set(thal)", False, lines=[50, 283], detail=HOSTILE),
         outcome("expect_column_values_to_not_be_null(age)", True),
     ]
-    html = render_validation_html(report("failed", outcomes), contract_checks)
+    html = render_validation_html(report("failed", outcomes))
     refs = parse(html)
     outside = [u for u in refs.urls if urlparse(u).netloc or urlparse(u).scheme not in ("", "data")]
     assert outside == [], outside
@@ -83,12 +78,12 @@ def test_no_outside_host_and_every_cell_escaped(contract_checks):
     assert "@import" not in html and "url(" not in html
 
 
-def test_failures_first_with_their_bound_and_capped_lines(contract_checks):
+def test_failures_first_with_their_bound_and_capped_lines():
     many = list(range(2, 40))
     outcomes = [
         outcome("expect_column_values_to_not_be_null(age)", True),
-        outcome("expect_column_values_to_be_between(chol)", False, lines=many, detail="chol outside"),
-        outcome("expect_column_values_to_be_in_set(target)", False, severity="critical", lines=[7], detail="bad"),
+        outcome("expect_column_values_to_be_between(chol)", False, lines=many, min_value=100, max_value=600),
+        outcome("expect_column_values_to_be_in_set(target)", False, "critical", [7], value_set=[0, 1]),
     ]
     ordered = sorted_outcomes(outcomes)
     assert [o.rule for o in ordered] == [
@@ -96,7 +91,7 @@ def test_failures_first_with_their_bound_and_capped_lines(contract_checks):
         "expect_column_values_to_be_between(chol)",
         "expect_column_values_to_not_be_null(age)",
     ]
-    html = render_validation_html(report("quarantined", outcomes, "/runs/x/validation/quarantine.csv"), contract_checks)
+    html = render_validation_html(report("quarantined", outcomes, "/runs/x/validation/quarantine.csv"))
     body = html.split("<tbody>")[1]
     assert body.index("in_set(target)") < body.index("between(chol)") < body.index("not_be_null(age)")
     assert "between 100 and 600" in body and "one of 0, 1" in body

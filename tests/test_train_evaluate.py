@@ -5,11 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from heart_pipeline.codebook import DEFAULT_CODEBOOK_PATH, load_codebook
 from heart_pipeline.config import load_config
+from heart_pipeline.plots import PLOT_FILES, model_figures
 from heart_pipeline.stats import corrected_confidence_interval, held_out_metrics
-from heart_pipeline.tasks.evaluate import evaluate_model, evaluation_figures, held_out_probabilities, write_evaluation
+from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities, write_evaluation
 from heart_pipeline.tasks.preprocess import prepare_training_data
 from heart_pipeline.tasks.train import build_model, train_model
+
+CODEBOOK = load_codebook(DEFAULT_CODEBOOK_PATH)
 
 SETTINGS = load_config()
 
@@ -42,7 +46,9 @@ def test_train_and_evaluate_give_metrics_and_plots(tmp_path: Path, prepared) -> 
     assert "out-of-fold" in trained.threshold_note and "test set was not used" in trained.threshold_note
     proba = held_out_probabilities(trained, prepared)
     evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, 42)
-    figures = evaluation_figures(trained.name, prepared.y_test.to_numpy(), proba, trained.threshold)
+    figures = model_figures(
+        trained.model, prepared.x_test, prepared.y_test.to_numpy(), trained.name, evaluation.metrics, CODEBOOK, 42
+    )
     evaluation = write_evaluation(evaluation, figures, tmp_path)
     assert evaluation.threshold == trained.threshold
     m = evaluation.metrics
@@ -64,7 +70,9 @@ def test_train_and_evaluate_give_metrics_and_plots(tmp_path: Path, prepared) -> 
     assert 0.5 < m["test_roc_auc"] <= 1
     for path in evaluation.plots.values():
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(evaluation.plots) == {"roc_curve", "confusion_matrix", "precision_recall_curve", "calibration_curve"}
+    assert set(evaluation.plots) == set(PLOT_FILES) - {"odds_ratios"}  # a forest has no coefficients
+    assert {Path(p).name for p in evaluation.plots.values()} == {PLOT_FILES[k] for k in evaluation.plots}
+    assert m["test_roc_auc_ci95_low"] <= m["test_roc_auc"] <= m["test_roc_auc_ci95_high"]
     assert pd.read_csv(evaluation.metrics_csv).loc[0, "test_roc_auc"] == pytest.approx(m["test_roc_auc"])
 
 

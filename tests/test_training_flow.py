@@ -19,8 +19,11 @@ EXPECTED_OUTPUTS = [
     "data/y_train.csv",
     "data/y_test.csv",
     "validation/validation_report.json",
+    "validation/report.html",
     "evaluation/logistic_regression/roc_curve.png",
+    "evaluation/logistic_regression/odds_ratios.png",
     "evaluation/random_forest/confusion_matrix.png",
+    "evaluation/random_forest/permutation_importance.png",
     "evaluation/logistic_regression/metrics.csv",
 ]
 
@@ -73,8 +76,11 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
         assert 0.6 < run.data.metrics["test_roc_auc"] <= 1.0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         # The same file names in every run, so MLflow compares runs image to image.
-        assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= artifacts
+        assert {"plots/roc_curve.png", "plots/confusion_matrix.png", "plots/calibration.png"} <= artifacts
         assert client.list_artifacts(run.info.run_id, "metrics")
+        evidence = {a.path for a in client.list_artifacts(run.info.run_id, "data_quality")}
+        assert "data_quality/report.html" in evidence
+        assert run.data.metrics["test_roc_auc_ci95_low"] <= run.data.metrics["test_roc_auc"]
         assert run.inputs.dataset_inputs, "the training data is logged as an MLflow input"
     versions = client.search_model_versions("name='heart-disease'")
     assert sorted(v.tags["algorithm"] for v in versions) == ["logistic_regression", "random_forest"]

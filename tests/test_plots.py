@@ -1,0 +1,97 @@
+"""Clinical plots and bootstrap intervals: pure functions on a small fitted model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score, roc_auc_score
+from sklearn.model_selection import FixedThresholdClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from heart_pipeline.codebook import DEFAULT_CODEBOOK_PATH, load_codebook
+from heart_pipeline.plots import (
+    PLOT_FILES,
+    feature_label,
+    model_figures,
+    operating_point,
+    permutation_importance,
+    png_bytes,
+    quantile_bins,
+)
+from heart_pipeline.stats import bootstrap_intervals, fast_metrics
+
+CODES = {"cp": {0: "asymptomatic", 1: "atypical angina"}, "sex": {0: "female", 1: "male"}}
+DESCRIPTIONS = {"cp": "Chest pain type", "sex": "Sex"}
+
+
+@pytest.fixture(scope="module")
+def scored() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    proba = np.clip(0.35 * y + rng.uniform(0, 0.65, 200), 0, 1)
+    return y, proba
+
+
+def test_fast_metrics_agree_with_sklearn(scored):
+    y, proba = scored
+    predicted = (proba >= 0.4).astype(int)
+    expected = {
+        "test_accuracy": accuracy_score(y, predicted),
+        "test_f1": f1_score(y, predicted),
+        "test_precision": precision_score(y, predicted),
+        "test_recall": recall_score(y, predicted),
+        "test_roc_auc": roc_auc_score(y, proba),
+        "test_log_loss": log_loss(y, proba),
+    }
+    assert fast_metrics(y, proba, 0.4) == pytest.approx(expected)
+
+
+def test_bootstrap_interval_brackets_every_metric_and_narrows_with_more_rows(scored):
+    y, proba = scored
+    point = fast_metrics(y, proba, 0.4)
+    intervals = bootstrap_intervals(y, proba, 0.4, seed=1, n_resamples=300)
+    for name, value in point.items():
+        assert intervals[f"{name}_ci95_low"] <= value <= intervals[f"{name}_ci95_high"], name
+    few = bootstrap_intervals(y[:40], proba[:40], 0.4, seed=1, n_resamples=300)
+    width = intervals["test_roc_auc_ci95_high"] - intervals["test_roc_auc_ci95_low"]
+    assert few["test_roc_auc_ci95_high"] - few["test_roc_auc_ci95_low"] > width
+    assert bootstrap_intervals(y, proba, 0.4, seed=1, n_resamples=50) == bootstrap_intervals(
+        y, proba, 0.4, seed=1, n_resamples=50
+    )
+
+
+def test_operating_point_counts_and_quantile_bins(scored):
+    y, proba = scored
+    point = operating_point(y, proba, 0.4)
+    assert point.tp + point.fn == y.sum() and point.tn + point.fp == len(y) - y.sum()
+    assert point.sensitivity == pytest.approx(recall_score(y, proba >= 0.4))
+    sizes = np.bincount(quantile_bins(proba, 4))
+    assert len(sizes) == 4 and sizes.max() - sizes.min() <= 2
+
+
+def test_feature_labels_in_words():
+    assert feature_label("categorical__cp_0", DESCRIPTIONS, CODES) == "Chest pain type: asymptomatic"
+    assert feature_label("binary__sex", DESCRIPTIONS, CODES) == "Sex: male vs female"
+    assert feature_label("numeric__chol", DESCRIPTIONS, CODES) == "chol (per 1 SD)"
+    assert feature_label("cp", DESCRIPTIONS, CODES, column="cp") == "Chest pain type"
+
+
+def test_every_plot_is_drawn_with_the_same_file_names_and_shuffling_noise_is_unimportant():
+    rng = np.random.default_rng(3)
+    x = pd.DataFrame({"signal": rng.normal(size=120), "noise": rng.normal(size=120)})
+    y = (x["signal"] + rng.normal(scale=0.5, size=120) > 0).astype(int).to_numpy()
+    pipeline = Pipeline([("preprocess", StandardScaler()), ("classifier", LogisticRegression())])
+    model = FixedThresholdClassifier(pipeline, threshold=0.5, response_method="predict_proba").fit(x, y)
+    mean, _ = permutation_importance(model, x, y, seed=0)
+    assert mean[0] > 0.1 > abs(mean[1])
+    figures = model_figures(model, x, y, "logistic_regression", {}, load_codebook(DEFAULT_CODEBOOK_PATH), seed=0)
+    assert set(figures) == set(PLOT_FILES)
+    for figure in figures.values():
+        assert png_bytes(figure)[:8] == b"\x89PNG\r\n\x1a\n"
+    title = figures["confusion_matrix"].axes[0].get_title()
+    assert "threshold 0.50" in title and "sensitivity" in title
+    labels = [t.get_text() for t in figures["confusion_matrix"].axes[0].get_xticklabels()]
+    assert labels == ["predicted no disease", "predicted disease"]
