@@ -115,7 +115,7 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "up":
         print(
             f"Starting the stack: Prefect :{layout.prefect_port}, MLflow :{layout.mlflow_port} "
-            "(about a minute on a laptop)",
+            "(1 to 5 minutes: the servers are slow to answer on a busy machine)",
             file=sys.stderr,
         )
         info = stack.up(layout, progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -224,7 +224,9 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
         return summaries[command](result)
     if command == "rollback":
         return f"{result['registered_model']}@champion: v{result['champion_before']} -> v{result['champion_after']}"
-    return ""  # contract, stack and serve print as they go
+    if command == "stack" and "stopped" in result:
+        return "\n".join(f"stopped {service}" for service in result["stopped"]) or "nothing of the stack was running"
+    return ""  # contract, stack up/status and serve print as they go
 
 
 _last_words: list[tuple[str, bool]] = []

@@ -200,7 +200,9 @@ def register_model_version(tracking_uri: str, name: str, run_id: str, model_uri:
             client.create_registered_model(name)
         except mlflow.exceptions.MlflowException:
             pass  # it exists already
-        created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        # A logged model's URI (models:/m-...) must name its model id too, or a tracking server refuses it.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
         return str(created.version)
 
 
