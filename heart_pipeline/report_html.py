@@ -123,7 +123,9 @@ def render_validation_html(report: ValidationReport, generated_at: str = "") -> 
         "File": report.data_path,
         "SHA-256": report.fingerprint,
         "Rows in the file": report.rows_in,
-        "Rows kept": report.rows_kept,
+        "Rows kept": report.rows_kept
+        if report.passed
+        else f"none: the file was refused ({report.rows_kept} rows pass the row-level rules)",
         "Rows quarantined": f"{report.rows_quarantined}"
         + (f" (listed with rule and value in {Path(report.quarantine_path).name})" if report.quarantine_path else ""),
         "Exact duplicate rows": f"{report.duplicate_rows}"

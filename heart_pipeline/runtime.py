@@ -73,3 +73,8 @@ def quiet_console() -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, PrefectConsoleHandler):
                 handler.addFilter(RoutineStateChanges())
+
+
+# Every flow imports this module (a worker loads flow files by path, so a package __init__ may not
+# run): importing it makes expected data errors one line in that process's logs.
+install_log_filters()

@@ -12,7 +12,7 @@ from prefect import task
 
 from heart_pipeline.config import Settings
 from heart_pipeline.registry import CHAMPION, current_champion, load_model_version, tracking_store
-from heart_pipeline.render import promotion_markdown
+from heart_pipeline.render import champion_headline, promotion_markdown
 from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
 from heart_pipeline.stats import corrected_paired_t_test, held_out_metrics
 from heart_pipeline.tasks.preprocess import PreparedData
@@ -146,7 +146,11 @@ def promote_best_model_task(
     from prefect.artifacts import create_markdown_artifact
 
     decision = promote_best_model(tracked, evaluations, prepared, settings)
-    create_markdown_artifact(key="promotion-decision", markdown=promotion_markdown(decision))
+    create_markdown_artifact(
+        key="promotion-decision",
+        markdown=promotion_markdown(decision),
+        description=champion_headline(asdict(decision)),
+    )
     get_run_logger().info(
         "%s v%s %s: %s",
         decision.challenger,

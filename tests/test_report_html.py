@@ -106,6 +106,7 @@ def test_status_agrees_with_the_pipeline_decision(decision):
     assert f'class="banner {decision}"' in html
     other = {"passed", "quarantined", "failed"} - {decision}
     assert not any(f"gate: {word}" in html for word in other)
+    assert ("none: the file was refused" in html) == (decision == "failed")
 
 
 def test_report_path_is_in_the_validation_folder(tmp_path: Path):
