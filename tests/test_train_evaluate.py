@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heart_pipeline.codebook import DEFAULT_CODEBOOK_PATH, load_codebook
+from heart_pipeline.codebook import load_codebook
 from heart_pipeline.config import load_config
 from heart_pipeline.plots import PLOT_FILES, model_figures
 from heart_pipeline.stats import corrected_confidence_interval, held_out_metrics
@@ -13,7 +13,7 @@ from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
 from heart_pipeline.tasks.preprocess import prepare_training_data
 from heart_pipeline.tasks.train import build_model, train_model
 
-CODEBOOK = load_codebook(DEFAULT_CODEBOOK_PATH)
+CODEBOOK = load_codebook()
 
 SETTINGS = load_config()
 
