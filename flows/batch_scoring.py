@@ -8,6 +8,7 @@ from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.render import scoring_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
 from heart_pipeline.runtime import flow_run_id
@@ -21,6 +22,7 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
     flow_run_name=scoring_run_name,
     on_failure=[publish_failure_report],
     on_crashed=[publish_failure_report],
+    on_cancellation=[publish_failure_report],
 )
 def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
     """Score a CSV of patients (no target column) with models:/heart-disease@champion.
@@ -29,6 +31,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     ``out_path`` if given).
     """
     settings, contract = load_settings_and_contract(config_path)
+    check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
     scoring_contract = contract.for_scoring(settings.data.target)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
 

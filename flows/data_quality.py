@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, tags
 
 from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.runs import create_run_folder, data_quality_run_name, publish_failure_report
 from heart_pipeline.runtime import flow_run_id
 from heart_pipeline.tasks.load import load_dataset_task
@@ -19,6 +20,7 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
     flow_run_name=data_quality_run_name,
     on_failure=[publish_failure_report],
     on_crashed=[publish_failure_report],
+    on_cancellation=[publish_failure_report],
 )
 def heart_data_quality(
     data_path: str | None = None, config_path: str | None = None, disease_label: int | None = None
@@ -27,6 +29,7 @@ def heart_data_quality(
     ``disease_label``: the file's code for disease (default data.disease_label)."""
     settings, contract = load_settings_and_contract(config_path)
     settings = settings.with_disease_label(disease_label)
+    check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-data-quality", flow_run_id())
 
     dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)

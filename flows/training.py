@@ -9,6 +9,7 @@ from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.registry import model_version_ui_url
 from heart_pipeline.render import champion_headline, mlflow_ui_command, training_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, training_run_name
@@ -27,6 +28,7 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
     flow_run_name=training_run_name,
     on_failure=[publish_failure_report],
     on_crashed=[publish_failure_report],
+    on_cancellation=[publish_failure_report],
 )
 def heart_training(
     data_path: str | None = None,
@@ -42,6 +44,7 @@ def heart_training(
     """
     settings, contract = load_settings_and_contract(config_path)
     settings = settings.with_disease_label(disease_label)
+    check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
     seed = settings.split.seed if seed is None else seed
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-training", flow_run_id())
     run_tags = {"prefect.flow_run_id": flow_run_id()}

@@ -19,6 +19,16 @@ for _name, _value in {
 # ("Timed out while attempting to connect to ephemeral Prefect API server").
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+# MLflow's HTTP client retries 7 times with exponential back-off and a 120 s timeout by default:
+# about 4 minutes per call against a server that is down. A pipeline run should fail in seconds and
+# say why, so the budget is a few seconds unless the user chose otherwise (MLflow's own variables).
+for _name, _value in {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}.items():
+    os.environ.setdefault(_name, _value)
+
 # Import-time noise from dependencies that a user cannot act on:
 # - MLflow infers schemas for its own GenAI response types when mlflow.pyfunc is first imported and
 #   warns that its own `Any` hints are not validated;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,17 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
+def _check_outside_services(config: str | None) -> None:
+    """Fail in seconds on a dead tracking store or Prefect API, before a flow (or Prefect's
+    temporary server) starts; the flows check the store again for deployment runs."""
+    from heart_pipeline.config import load_config
+    from heart_pipeline.preflight import check_before_run, configured_prefect_api
+
+    check_before_run(load_config(_absolute(config)).tracking_uri, configured_prefect_api())
+
+
 def _train(args: argparse.Namespace) -> dict[str, Any]:
+    _check_outside_services(args.config)
     from heart_pipeline.flows.training import heart_training
 
     if args.dask is not None:
@@ -39,6 +50,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
+    _check_outside_services(args.config)
     from heart_pipeline.flows.data_quality import heart_data_quality
 
     return heart_data_quality(
@@ -47,6 +59,7 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
+    _check_outside_services(args.config)
     from heart_pipeline.flows.batch_scoring import heart_batch_scoring
 
     return heart_batch_scoring(
@@ -143,6 +156,17 @@ DISEASE_LABEL_HELP = (
 )
 
 
+def _doctor(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_config
+    from heart_pipeline.doctor import diagnose
+    from heart_pipeline.preflight import check_tracking_store
+
+    settings = load_config(_absolute(args.config))
+    check_tracking_store(settings.tracking_uri)
+    age = {} if args.older_than is None else {"min_age_minutes": args.older_than}
+    return diagnose(settings.tracking_uri, settings.mlflow.registered_model, args.fix, **age)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heart-pipeline", description=__doc__.splitlines()[0])
     # Every command takes --json: the full result for scripts, instead of the few lines for people.
@@ -193,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, help="the CSV to write (and OUT.provenance.json beside it)")
     convert.add_argument("--config", help="config YAML (default: config/config.yaml)")
     convert.set_defaults(handler=_convert)
+    doctor = sub.add_parser(
+        "doctor", help="list MLflow runs stuck in RUNNING and model versions without a promotion decision"
+    )
+    doctor.add_argument("--fix", action="store_true", help="end those runs as KILLED and tag those versions")
+    doctor.add_argument(
+        "--older-than",
+        type=float,
+        metavar="MINUTES",
+        help="only records at least this old (younger ones may belong to a flow still running; default 30)",
+    )
+    doctor.add_argument("--config", help="config YAML (default: config/config.yaml)")
+    doctor.set_defaults(handler=_doctor)
     stack = sub.add_parser("stack", help="local Prefect server, MLflow server and worker (make up/down/status)")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--prefect-port", type=int, help="default 4200 (or $PREFECT_PORT)")
@@ -242,8 +278,27 @@ def _say_last(message: str, to_stdout: bool = False) -> None:
     _last_words.append((message, to_stdout))
 
 
+class Terminated(BaseException):
+    """SIGTERM outside a flow run (inside one, Prefect's own handler raises TerminationSignal)."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _is_termination(exc: BaseException) -> bool:
+    if isinstance(exc, Terminated):
+        return True
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(exc, TerminationSignal)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like an exception (finally blocks run, MLflow runs end) instead of killing the
+    # process mid-write; during a flow run Prefect swaps in its own handler, which marks the run Crashed.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     # Prefect stops its temporary server in an atexit hook that logs a line. Hooks run last-in,
     # first-out, and this one is registered before Prefect's, so the summary or the reason is the
     # last thing printed.
@@ -266,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         reason = shorten(str(exc)) or type(exc).__name__  # a library's message may quote file content
         _say_last(f"heart-pipeline: error: {type(exc).__name__}: {reason}")
         return 1
+    except BaseException as exc:
+        if not _is_termination(exc):
+            raise
+        _say_last(
+            "heart-pipeline: stopped by SIGTERM; a flow run in progress is marked Crashed and its "
+            "MLflow runs KILLED (`heart-pipeline doctor` checks)"
+        )
+        return 128 + signal.SIGTERM
     if args.json:
         _say_last(json.dumps(result, indent=2, default=str), to_stdout=True)
     elif summary := human_summary(args.command, result):

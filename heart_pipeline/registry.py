@@ -27,6 +27,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 CHAMPION = "champion"
+# Tags that tie MLflow records to the pipeline: the Prefect flow run that wrote a run or version,
+# and the promotion decision every version gets (the doctor finds versions that never got one).
+FLOW_RUN_TAG = "prefect.flow_run_id"
+DECISION_TAG = "promotion.decision"
 SKOPS_TRUSTED_PREFIXES = ("numpy.", "sklearn.", "scipy.")
 
 

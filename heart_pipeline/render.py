@@ -115,14 +115,15 @@ def promotion_markdown(decision: PromotionDecision) -> str:
     )
 
 
-def failure_markdown(flow_name: str, run: Any, state: Any) -> str:
+def failure_markdown(flow_name: str, run: Any, state: Any, mlflow_outcome: str) -> str:
+    """``mlflow_outcome``: what this flow run left in MLflow, as found in the store (see runs.py)."""
     parameters = "\n".join(f"- `{k}` = `{v}`" for k, v in (run.parameters or {}).items()) or "- (defaults)"
     return (
         f"# {flow_name} failed\n\n"
         f"**Why:** {state.message or state.name}\n\n"
         f"Flow run `{run.name}` (`{run.id}`) ended in state **{state.name}**.\n\n"
         f"Parameters:\n{parameters}\n\n"
-        "Nothing was registered in MLflow and no earlier run's outputs were touched. "
+        f"{mlflow_outcome}\n\nNo earlier run's outputs were touched. "
         "Data-quality failures name the file, the column and the lines; fix the file and run again.\n"
     )
 

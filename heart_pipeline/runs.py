@@ -64,14 +64,64 @@ def scoring_run_name() -> str:
     return run_name("score")
 
 
+# Steps whose task runs write to MLflow (tracking, registration, the promotion tags and alias).
+MLFLOW_TASK_PREFIXES = ("track", "register", "promote")
+
+
+def touched_mlflow(flow_run_id: Any) -> bool:
+    """Whether any MLflow-writing step of this flow run started (one Prefect API call, no MLflow import)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return any((t.name or "").startswith(MLFLOW_TASK_PREFIXES) for t in task_runs)
+
+
+def mlflow_outcome(flow_run: FlowRun, state: State[Any]) -> str:
+    """What this flow run left in MLflow, read from the store; runs it left RUNNING are ended on the way
+    (KILLED after a crash or cancellation, FAILED after a failure)."""
+    from heart_pipeline.config import load_config
+    from heart_pipeline.errors import shorten
+
+    try:
+        if not touched_mlflow(flow_run.id):
+            return "Nothing was written to MLflow: the run stopped before the tracking step."
+        from heart_pipeline.doctor import close_flow_run_records
+        from heart_pipeline.preflight import check_tracking_store
+
+        settings = load_config((flow_run.parameters or {}).get("config_path"))
+        check_tracking_store(settings.tracking_uri)  # seconds, so a dead store cannot stall this hook
+        status = "KILLED" if state.is_crashed() or state.is_cancelled() else "FAILED"
+        ended, versions = close_flow_run_records(
+            settings.tracking_uri, settings.mlflow.registered_model, str(flow_run.id), status
+        )
+    except Exception as exc:  # noqa: BLE001 - the report must still be written
+        return (
+            f"Could not read what this run left in MLflow ({shorten(str(exc), 200)}); "
+            "`heart-pipeline doctor` lists runs left RUNNING and versions without a decision."
+        )
+    from heart_pipeline.registry import DECISION_TAG
+
+    if versions:
+        listed = ", ".join(f"v{v.version} ({v.tags.get(DECISION_TAG, 'no promotion decision')})" for v in versions)
+        registered = f"Registered in MLflow by this run: `{settings.mlflow.registered_model}` {listed}."
+    else:
+        registered = "Nothing was registered in MLflow by this run."
+    if ended:
+        registered += f" {len(ended)} MLflow run(s) it left RUNNING were ended as {status}."
+    return registered
+
+
 def publish_failure_report(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
-    """Prefect on_failure/on_crashed hook: leave a markdown artifact saying what failed and why."""
+    """Prefect on_failure/on_crashed/on_cancellation hook: close this run's MLflow records and leave a
+    markdown artifact saying what failed, why, and what was registered."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.context import FlowRunContext
 
     from heart_pipeline.render import failure_markdown
 
-    markdown = failure_markdown(flow.name, flow_run, state)
+    markdown = failure_markdown(flow.name, flow_run, state, mlflow_outcome(flow_run, state))
     if FlowRunContext.get() is not None:
         create_markdown_artifact(markdown=markdown, key=f"{flow.name}-failure", description="Why this run failed")
         return
