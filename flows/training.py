@@ -18,7 +18,7 @@ from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.preprocess import preprocess_task
 from heart_pipeline.tasks.promote import decision_summary, promote_best_model_task
-from heart_pipeline.tasks.track import log_model_run_task, register_model_task
+from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task, register_model_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
@@ -65,10 +65,13 @@ def heart_training(
         ]
         # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
         evaluations = [future.result() for future in evaluated]
+        # The validation report goes to MLflow once per flow run; each model run links to it.
+        evidence_url = log_validation_run_task(report, dataset.summary, settings, run_tags)
+        model_run_tags = {**run_tags, EVIDENCE_TAG: evidence_url}
         tracked = []
         for model, evaluation in zip(trained, evaluations, strict=True):
             logged = log_model_run_task(
-                model.result(), evaluation, dataset.summary, report, prepared, settings, run_tags
+                model.result(), evaluation, dataset.summary, report, prepared, settings, model_run_tags
             )
             tracked.append(register_model_task(logged, evaluation, dataset.summary, settings, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)

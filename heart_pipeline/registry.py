@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,10 @@ CHAMPION = "champion"
 # and the promotion decision every version gets (the doctor finds versions that never got one).
 FLOW_RUN_TAG = "prefect.flow_run_id"
 DECISION_TAG = "promotion.decision"
+# MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless it is marked as
+# model training; this is the tag and value its UI reads.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 SKOPS_TRUSTED_PREFIXES = ("numpy.", "sklearn.", "scipy.")
 
 
@@ -66,12 +69,34 @@ def uses_tracking_store(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def git_commit(root: Path = PROJECT_ROOT) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+@functools.cache
+def source_tags(source_name: str, root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """MLflow's own source and git fields (the UI's Source column, the commit link), filled with MLflow's
+    own git helpers from the project folder: MLflow would otherwise take them from sys.argv[0], which
+    under Prefect is its engine module, not this project."""
+    from mlflow.entities import SourceType
+    from mlflow.utils import mlflow_tags
+    from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
+
+    tags = {
+        mlflow_tags.MLFLOW_SOURCE_NAME: source_name,
+        mlflow_tags.MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL),
+    }
+    for key, value in (
+        (mlflow_tags.MLFLOW_GIT_COMMIT, get_git_commit(str(root))),
+        (mlflow_tags.MLFLOW_GIT_BRANCH, get_git_branch(str(root))),
+        (mlflow_tags.MLFLOW_GIT_REPO_URL, get_git_repo_url(str(root))),
+    ):
+        if value:
+            tags[key] = value
+    if mlflow_tags.MLFLOW_GIT_COMMIT in tags:
+        try:
+            from git import Repo
+
+            tags[mlflow_tags.MLFLOW_GIT_DIRTY] = str(Repo(root, search_parent_directories=True).is_dirty()).lower()
+        except Exception:  # noqa: BLE001 - a missing dirty flag is not worth failing a run
+            pass
+    return tags
 
 
 @contextmanager
@@ -107,10 +132,14 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
         client = mlflow.MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return str(experiment.experiment_id)
     location = None if tracking_uri.startswith(("http://", "https://")) else (artifact_root / name).as_uri()
     try:
-        return str(client.create_experiment(name, artifact_location=location))
+        return str(
+            client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        )
     except mlflow.exceptions.MlflowException:
         # A concurrent run created it first.
         experiment = client.get_experiment_by_name(name)

@@ -61,7 +61,7 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
     for run in runs:
         assert run.data.tags["prefect.flow_run_id"] == flow_run_id
         assert len(run.data.tags["data.fingerprint"]) == 64
-        assert "git.commit" in run.data.tags
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
         for metric in (
             "test_accuracy",
             "test_f1",
@@ -87,6 +87,36 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
     champion = client.get_model_version_by_alias("heart-disease", "champion")
     assert champion.tags["promotion.decision"] == "promoted"
     assert 0 < float(champion.tags["decision_threshold"]) < 1
+
+
+def test_mlflow_experiment_reads_as_model_training(trained: dict) -> None:
+    """Opens on its runs (not the GenAI view); unique readable run names; MLflow's own source fields;
+    a description with the headline numbers; the validation report once per flow run."""
+    client = mlflow.MlflowClient(f"sqlite:///{trained['directory'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("heart-disease")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    fingerprint = trained["result"]["data_fingerprint"]
+    names = [r.info.run_name for r in runs]
+    assert len(set(names)) == len(names) == 2
+    for run in runs:
+        algorithm = run.data.tags["algorithm"]
+        assert re.fullmatch(rf"{algorithm}-{fingerprint[:8]}-\d{{8}}-\d{{6}}", run.info.run_name)
+        assert run.data.tags["mlflow.source.name"] == "prefect flow heart-training"
+        assert run.data.tags["mlflow.source.type"] == "LOCAL"
+        note = run.data.tags["mlflow.note.content"]
+        assert "test ROC-AUC" in note and "CV ROC-AUC" in note
+        assert f"/runs/flow-run/{trained['state'].state_details.flow_run_id}" in note, "a clickable Prefect link"
+        assert algorithm in {a.path for a in client.list_artifacts(run.info.run_id)}, "model named after it"
+        (dataset_input,) = run.inputs.dataset_inputs
+        assert dataset_input.dataset.digest == fingerprint[:36]
+        assert not client.list_artifacts(run.info.run_id, "data_quality/validation_report.json")
+    quality = client.get_experiment_by_name("heart-disease-data-quality")
+    (evidence,) = client.search_runs([quality.experiment_id])
+    assert {a.path for a in client.list_artifacts(evidence.info.run_id, "data_quality")} >= {
+        "data_quality/validation_report.json"
+    }
+    assert all(r.data.tags["data_quality.run_url"].endswith(evidence.info.run_id) for r in runs)
 
 
 def test_registered_model_scores_raw_rows(trained: dict, bundled_csv: Path) -> None:
