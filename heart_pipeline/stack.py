@@ -26,6 +26,7 @@ import psutil
 
 from heart_pipeline.config import PROJECT_ROOT, load_config
 from heart_pipeline.errors import PipelineError
+from heart_pipeline.zombies import ensure_zombie_automation, heartbeat_env
 
 BIN = Path(sys.executable).parent
 SERVICES = ("prefect-server", "mlflow-server", "worker")  # started in this order, stopped in reverse
@@ -267,8 +268,15 @@ def up(layout: StackLayout, timeout: float = 120, progress: Callable[[str], None
             {**env, "PWD": str(PROJECT_ROOT)},
             "deploying prefect.yaml",
         )
-        say("deployments created; starting the worker")
-        _spawn(layout, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"], env)
+        # A flow-run process that dies (SIGKILL, OOM) stops its heartbeats; this automation marks it Crashed.
+        ensure_zombie_automation(layout.prefect_api_url)
+        say("deployments and the zombie-run automation created; starting the worker")
+        _spawn(
+            layout,
+            "worker",
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+            {**env, **heartbeat_env()},
+        )
     except BaseException:
         down(layout)
         raise

@@ -59,7 +59,11 @@ def prefect_source() -> tuple[str, str]:
         return source, "Logged outside a Prefect flow run."
     if get_current_settings().server.ephemeral.enabled and not get_current_settings().api.url:
         return source, f"Prefect flow run `{flow_run.name}` ran on a temporary server (no UI kept)."
-    return source, f"Prefect flow run: [{flow_run.name}]({flow_run.ui_url})"
+    # Prefect's own URL builder: the same link its engine logs ("View at ..."), which the UI routes.
+    from prefect.utilities.urls import url_for
+
+    url = url_for("flow-run", obj_id=flow_run.id)
+    return source, f"Prefect flow run: [{flow_run.name}]({url})" if url else f"Prefect flow run `{flow_run.name}`."
 
 
 def headline_metrics(evaluation: Evaluation) -> list[tuple[str, str]]:

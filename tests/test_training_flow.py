@@ -107,10 +107,11 @@ def test_mlflow_experiment_reads_as_model_training(trained: dict) -> None:
         note = run.data.tags["mlflow.note.content"]
         assert "test ROC-AUC" in note and "CV ROC-AUC" in note
         assert f"/runs/flow-run/{trained['state'].state_details.flow_run_id}" in note, "a clickable Prefect link"
-        assert algorithm in {a.path for a in client.list_artifacts(run.info.run_id)}, "model named after it"
         (dataset_input,) = run.inputs.dataset_inputs
         assert dataset_input.dataset.digest == fingerprint[:36]
         assert not client.list_artifacts(run.info.run_id, "data_quality/validation_report.json")
+    logged_models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert {m.name for m in logged_models} == {"logistic_regression", "random_forest"}, "named after the algorithm"
     quality = client.get_experiment_by_name("heart-disease-data-quality")
     (evidence,) = client.search_runs([quality.experiment_id])
     assert {a.path for a in client.list_artifacts(evidence.info.run_id, "data_quality")} >= {

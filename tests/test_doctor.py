@@ -1,0 +1,60 @@
+"""What a dead process leaves in MLflow (runs stuck in RUNNING, versions without a decision) is found
+and closed, on a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from heart_pipeline.doctor import UNDECIDED, close_flow_run_records, diagnose
+from heart_pipeline.registry import DECISION_TAG, FLOW_RUN_TAG, ensure_experiment
+
+MODEL = "heart-disease"
+
+
+@pytest.fixture
+def store_with_leftovers(tmp_path: Path) -> str:
+    """One flow run's leftovers: an unfinished run and its version with no decision, next to a finished,
+    decided pair from another flow run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = ensure_experiment(uri, "heart-disease", tmp_path / "artifacts")
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.create_registered_model(MODEL)
+    for flow_run, finished in (("dead-flow-run", False), ("good-flow-run", True)):
+        run = client.create_run(experiment, tags={FLOW_RUN_TAG: flow_run}, run_name=flow_run)
+        version = client.create_model_version(MODEL, f"runs:/{run.info.run_id}/m", run_id=run.info.run_id)
+        client.set_model_version_tag(MODEL, version.version, FLOW_RUN_TAG, flow_run)
+        if finished:
+            client.set_terminated(run.info.run_id)
+            client.set_model_version_tag(MODEL, version.version, DECISION_TAG, "promoted")
+    return uri
+
+
+def test_doctor_lists_then_fixes(store_with_leftovers: str) -> None:
+    found = diagnose(store_with_leftovers, MODEL, min_age_minutes=0)
+    assert [r["flow_run_id"] for r in found["runs_stuck_in_running"]] == ["dead-flow-run"]
+    assert [v["version"] for v in found["versions_without_decision"]] == ["1"]
+    assert found["next"] and "--fix" in found["next"]
+    assert diagnose(store_with_leftovers, MODEL)["runs_stuck_in_running"] == [], "young records are left alone"
+
+    diagnose(store_with_leftovers, MODEL, fix=True, min_age_minutes=0)
+    client = mlflow.MlflowClient(store_with_leftovers)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("heart-disease").experiment_id], f"tags.`{FLOW_RUN_TAG}` = 'dead-flow-run'"
+    )
+    assert run.info.status == "KILLED"
+    assert client.get_model_version(MODEL, "1").tags[DECISION_TAG] == UNDECIDED
+    again = diagnose(store_with_leftovers, MODEL, min_age_minutes=0)
+    assert again["runs_stuck_in_running"] == again["versions_without_decision"] == []
+
+
+def test_a_failed_flow_run_closes_only_its_own_records(store_with_leftovers: str) -> None:
+    ended, registered = close_flow_run_records(store_with_leftovers, MODEL, "dead-flow-run", "FAILED")
+    assert [r.flow_run_id for r in ended] == ["dead-flow-run"]
+    assert [str(v.version) for v in registered] == ["1"], "the report can say what this run registered"
+    client = mlflow.MlflowClient(store_with_leftovers)
+    assert client.get_run(ended[0].run_id).info.status == "FAILED"
+    assert close_flow_run_records(store_with_leftovers, MODEL, "dead-flow-run", "FAILED")[0] == []
