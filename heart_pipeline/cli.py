@@ -278,6 +278,12 @@ def _say_last(message: str, to_stdout: bool = False) -> None:
     _last_words.append((message, to_stdout))
 
 
+STOPPED_BY_SIGTERM = (
+    "heart-pipeline: stopped by SIGTERM; the flow run in progress is marked Crashed and its open MLflow "
+    "runs ended (`heart-pipeline doctor` checks)"
+)
+
+
 class Terminated(BaseException):
     """SIGTERM outside a flow run (inside one, Prefect's own handler raises TerminationSignal)."""
 
@@ -287,11 +293,9 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 
 def _is_termination(exc: BaseException) -> bool:
-    if isinstance(exc, Terminated):
-        return True
-    from prefect.exceptions import TerminationSignal
+    from heart_pipeline.runs import caused_by_termination
 
-    return isinstance(exc, TerminationSignal)
+    return isinstance(exc, Terminated) or caused_by_termination(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,16 +322,16 @@ def main(argv: list[str] | None = None) -> int:
         _say_last("heart-pipeline: interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
+        if _is_termination(exc):
+            _say_last(STOPPED_BY_SIGTERM)
+            return 128 + signal.SIGTERM
         reason = shorten(str(exc)) or type(exc).__name__  # a library's message may quote file content
         _say_last(f"heart-pipeline: error: {type(exc).__name__}: {reason}")
         return 1
     except BaseException as exc:
         if not _is_termination(exc):
             raise
-        _say_last(
-            "heart-pipeline: stopped by SIGTERM; a flow run in progress is marked Crashed and its "
-            "MLflow runs KILLED (`heart-pipeline doctor` checks)"
-        )
+        _say_last(STOPPED_BY_SIGTERM)
         return 128 + signal.SIGTERM
     if args.json:
         _say_last(json.dumps(result, indent=2, default=str), to_stdout=True)

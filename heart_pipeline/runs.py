@@ -113,6 +113,35 @@ def mlflow_outcome(flow_run: FlowRun, state: State[Any]) -> str:
     return registered
 
 
+def caused_by_termination(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was raised while handling, Prefect's SIGTERM signal.
+
+    A SIGTERM that lands while Prefect creates a task run surfaces as an unrelated error
+    ("Task run is not set") raised during the handling of the TerminationSignal.
+    """
+    from prefect.exceptions import TerminationSignal
+
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, TerminationSignal):
+            return True
+        exc, seen = exc.__context__, seen + 1
+    return False
+
+
+def crash_if_terminated(flow_run: FlowRun, state: State[Any]) -> State[Any]:
+    """A run stopped by SIGTERM is Crashed, whatever error the signal surfaced as; returns the final state."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    if not state.is_failed() or not caused_by_termination(state.result(raise_on_failure=False)):
+        return state
+    crashed = Crashed(message="Stopped by SIGTERM (a termination signal) before it finished.")
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, crashed, force=True)
+    return crashed
+
+
 def publish_failure_report(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
     """Prefect on_failure/on_crashed/on_cancellation hook: close this run's MLflow records and leave a
     markdown artifact saying what failed, why, and what was registered."""
@@ -120,6 +149,8 @@ def publish_failure_report(flow: Flow[..., Any], flow_run: FlowRun, state: State
     from prefect.context import FlowRunContext
 
     from heart_pipeline.render import failure_markdown
+
+    state = crash_if_terminated(flow_run, state)
 
     markdown = failure_markdown(flow.name, flow_run, state, mlflow_outcome(flow_run, state))
     if FlowRunContext.get() is not None:

@@ -357,7 +357,7 @@ def log_validation_run_task(
 
     logged = log_validation_run(report, dataset, settings, tags)
     create_markdown_artifact(
-        key="data-quality-report",
+        key="data-quality-mlflow-run",
         markdown=report_link_markdown(logged, report, settings.tracking_uri),
         description="Where to open this flow run's validation report",
     )
