@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +68,10 @@ def cli_env(api_url: str, home: Path, tracking_uri: str | None = None) -> dict[s
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``heart-pipeline ARGS`` as a user runs it, output captured."""
+    return subprocess.run(
+        [str(BIN / "heart-pipeline"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )

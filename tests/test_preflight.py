@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from heart_pipeline.preflight import StoreUnavailable, check_tracking_store, mlflow_schema_revision
-from tests.helpers import BIN, write_test_config
+from tests.helpers import run_cli, write_test_config
 
 
 def closed_port() -> int:
@@ -78,13 +77,7 @@ def test_train_against_unreachable_store_fails_in_seconds(tmp_path: Path, bundle
         env.pop(name, None)
     config = write_test_config(tmp_path)
     started = time.monotonic()
-    result = subprocess.run(
-        [str(BIN / "heart-pipeline"), "train", "--data", str(bundled_csv), "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("train", "--data", str(bundled_csv), "--config", str(config), env=env, timeout=120)
     elapsed = time.monotonic() - started
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
