@@ -26,9 +26,9 @@ def _check_outside_services(config: str | None) -> None:
     """Fail in seconds on a dead tracking store or Prefect API, before a flow (or Prefect's
     temporary server) starts; the flows check the store again for deployment runs."""
     from heart_pipeline.config import load_config
-    from heart_pipeline.preflight import check_before_run, configured_prefect_api
+    from heart_pipeline.preflight import check_before_run
 
-    check_before_run(load_config(_absolute(config)).tracking_uri, configured_prefect_api())
+    check_before_run(load_config(_absolute(config)).tracking_uri)
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:

@@ -157,8 +157,11 @@ def configured_prefect_api() -> str | None:
     return get_current_settings().api.url
 
 
-def check_before_run(tracking_uri: str, prefect_api: str | None = None) -> None:
-    """Everything a flow needs from outside, checked in seconds; the first problem raises."""
-    if prefect_api:
-        check_prefect_api(prefect_api)
+def check_before_run(tracking_uri: str) -> None:
+    """Everything a command needs from outside, checked in seconds; the first problem raises.
+
+    The store first: its check needs no Prefect import, which alone takes seconds on a busy machine.
+    """
     check_tracking_store(tracking_uri)
+    if prefect_api := configured_prefect_api():
+        check_prefect_api(prefect_api)
