@@ -17,7 +17,8 @@ from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.preprocess import preprocess_task
 from heart_pipeline.tasks.promote import decision_summary, promote_best_model_task
-from heart_pipeline.tasks.track import log_model_run_task, register_model_task
+from heart_pipeline.tasks.register import register_model_task
+from heart_pipeline.tasks.track import log_model_run_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
@@ -67,7 +68,7 @@ def heart_training(
             logged = log_model_run_task(
                 model.result(), evaluation, dataset.summary, report, prepared, settings, run_tags
             )
-            tracked.append(register_model_task(logged, evaluation, dataset.summary, settings, run_tags))
+            tracked.append(register_model_task(logged, evaluation, dataset.summary, prepared, settings, seed, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     model_rows = [
         {

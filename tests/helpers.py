@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, load_config, load_settings_and_contract
 from heart_pipeline.contract import Contract
-from heart_pipeline.results import ValidationReport
-from heart_pipeline.tasks.load import read_heart_csv
+from heart_pipeline.results import Evaluation, TrackedModel, ValidationReport
+from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
+from heart_pipeline.tasks.load import load_dataset, read_heart_csv
+from heart_pipeline.tasks.preprocess import PreparedData, prepare_training_data
+from heart_pipeline.tasks.register import register_logged_model
+from heart_pipeline.tasks.track import log_model_run
+from heart_pipeline.tasks.train import train_model
 from heart_pipeline.tasks.validate import validate_frame, write_validation_outputs
 
 BIN = Path(sys.executable).parent
@@ -67,3 +74,33 @@ def cli_env(api_url: str, home: Path, tracking_uri: str | None = None) -> dict[s
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env
+
+
+def build_candidates(
+    settings: Settings, data: Path, tag: str, relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+) -> tuple[list[TrackedModel], list[Evaluation], PreparedData]:
+    """The training flow's steps called as plain functions (no Prefect), with the test config's values.
+
+    ``relabel`` rewrites the validated rows before the split (e.g. to train a backwards champion).
+    """
+    _, contract = load_settings_and_contract()
+    dataset = load_dataset(data, settings, contract.columns)
+    validated = validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump())
+    seed = settings.split.seed
+    kept = relabel(validated.kept) if relabel else validated.kept
+    prepared = prepare_training_data(kept, settings.data.target, settings.split.test_size, seed)
+    tracked, evaluations = [], []
+    for name in settings.training.models:
+        trained = train_model(name, prepared, settings, seed)
+        proba = held_out_probabilities(trained, prepared)
+        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+        tags = {"prefect.flow_run_id": tag}
+        logged = log_model_run(trained, evaluation, dataset.summary, validated.report, prepared, settings, tags)
+        tracked.append(register_logged_model(logged, evaluation, dataset.summary, prepared, settings, seed, tags))
+        evaluations.append(evaluation)
+    return tracked, evaluations, prepared
+
+
+def with_changes(settings: Settings, **sections: dict) -> Settings:
+    """``settings`` with some fields of some sections replaced: ``with_changes(s, promotion={"margin": 1})``."""
+    return settings.model_copy(update={k: getattr(settings, k).model_copy(update=v) for k, v in sections.items()})
