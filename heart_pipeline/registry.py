@@ -50,22 +50,36 @@ LEASE_SECONDS = 60.0
 LEASE_POLL_SECONDS = 0.2
 
 
+# Blocks inside ``tracking_store`` across this process's threads, and the URI to restore after the last.
+_store_lock = threading.Lock()
+_store_state: dict[str, Any] = {"depth": 0, "previous": None}
+
+
 @contextmanager
 def tracking_store(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at ``uri`` for the block only.
 
     ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI, which this project reads as the
     user's override; left set, one flow's store would leak into the next flow in the same process.
+    The setting is process-wide, so overlapping blocks in threads (concurrent tasks, concurrent
+    promotions) restore the user's value only when the last one ends: restoring per block would
+    let one thread's exit leave another thread's store exported for good.
     """
     import mlflow
 
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
+    with _store_lock:
+        if _store_state["depth"] == 0:
+            _store_state["previous"] = os.environ.get("MLFLOW_TRACKING_URI")
+        _store_state["depth"] += 1
+        mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        # None restores MLflow's default; its type hint says str but it accepts None.
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+        with _store_lock:
+            _store_state["depth"] -= 1
+            if _store_state["depth"] == 0:
+                # None restores MLflow's default; its type hint says str but it accepts None.
+                mlflow.set_tracking_uri(_store_state["previous"])  # type: ignore[arg-type]
 
 
 def uses_tracking_store(func: Callable[P, R]) -> Callable[P, R]:

@@ -14,12 +14,12 @@ from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, l
 from heart_pipeline.contract import Contract
 from heart_pipeline.results import Evaluation, TrackedModel, ValidationReport
 from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
-from heart_pipeline.tasks.load import load_dataset, read_heart_csv
+from heart_pipeline.tasks.load import Dataset, load_dataset, read_heart_csv
 from heart_pipeline.tasks.preprocess import PreparedData, prepare_training_data
 from heart_pipeline.tasks.register import register_logged_model
 from heart_pipeline.tasks.track import log_model_run
 from heart_pipeline.tasks.train import train_model
-from heart_pipeline.tasks.validate import validate_frame, write_validation_outputs
+from heart_pipeline.tasks.validate import ValidationResult, validate_frame, write_validation_outputs
 
 BIN = Path(sys.executable).parent
 # The tests' row budget (data.max_rows): small, so the over-budget case writes a small file.
@@ -76,6 +76,23 @@ def cli_env(api_url: str, home: Path, tracking_uri: str | None = None) -> dict[s
     return env
 
 
+_validated: dict[tuple, tuple[Dataset, ValidationResult]] = {}
+
+
+def validated_file(data: Path, settings: Settings) -> tuple[Dataset, ValidationResult]:
+    """The load and gate steps on ``data``, run once per file and gate settings in a session
+    (Great Expectations takes seconds; tests build many candidates from the same file)."""
+    key = (str(data), data.stat().st_mtime_ns, settings.data.model_dump_json(), settings.validation.model_dump_json())
+    if key not in _validated:
+        _, contract = load_settings_and_contract()
+        dataset = load_dataset(data, settings, contract.columns)
+        _validated[key] = (
+            dataset,
+            validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump()),
+        )
+    return _validated[key]
+
+
 def build_candidates(
     settings: Settings, data: Path, tag: str, relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 ) -> tuple[list[TrackedModel], list[Evaluation], PreparedData]:
@@ -83,9 +100,7 @@ def build_candidates(
 
     ``relabel`` rewrites the validated rows before the split (e.g. to train a backwards champion).
     """
-    _, contract = load_settings_and_contract()
-    dataset = load_dataset(data, settings, contract.columns)
-    validated = validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump())
+    dataset, validated = validated_file(data, settings)
     seed = settings.split.seed
     kept = relabel(validated.kept) if relabel else validated.kept
     prepared = prepare_training_data(kept, settings.data.target, settings.split.test_size, seed)
