@@ -68,7 +68,7 @@ def heart_training(
             logged = log_model_run_task(
                 model.result(), evaluation, dataset.summary, report, prepared, settings, run_tags
             )
-            tracked.append(register_model_task(logged, evaluation, dataset.summary, prepared, settings, seed, run_tags))
+            tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     model_rows = [
         {

@@ -29,7 +29,7 @@ from heart_pipeline.registry import (
     save_training_row_hashes,
     tracking_store,
 )
-from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, TrackedModel
+from heart_pipeline.results import Evaluation, LoggedRun, TrackedModel
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.trust import code_fingerprint, content_key, file_sha256, row_hashes
 
@@ -65,14 +65,14 @@ def training_settings(settings: Settings, algorithm: str) -> dict[str, Any]:
 
 
 def registration_tags(
-    logged: LoggedRun, evaluation: Evaluation, dataset: DatasetSummary, settings: Settings, seed: int, n_train: int
+    logged: LoggedRun, evaluation: Evaluation, fingerprint: str, settings: Settings, seed: int, n_train: int
 ) -> dict[str, str]:
     """What the version is, as short scalar tags (the registry UI cuts long values)."""
     book = load_codebook_for(settings)
     key = content_key(
         {
             "algorithm": logged.name,
-            "data": dataset.fingerprint,
+            "data": fingerprint,
             "settings": training_settings(settings, logged.name),
             "seed": seed,
             "code": code_version(),
@@ -83,7 +83,7 @@ def registration_tags(
     return {
         CONTENT_KEY_TAG: key,
         "algorithm": logged.name,
-        "data.fingerprint": dataset.fingerprint,
+        "data.fingerprint": fingerprint,
         CODEBOOK_TAG: str(book.version),
         LABEL_TAG: book.label_short,
         "seed": str(seed),
@@ -110,29 +110,25 @@ def registration_description(logged: LoggedRun, evaluation: Evaluation, tags: di
 
 
 def register_logged_model(
-    logged: LoggedRun,
-    evaluation: Evaluation,
-    dataset: DatasetSummary,
-    prepared: PreparedData,
-    settings: Settings,
-    seed: int,
-    tags: dict[str, str],
+    logged: LoggedRun, evaluation: Evaluation, prepared: PreparedData, settings: Settings, tags: dict[str, str]
 ) -> TrackedModel:
     """Register ``logged`` (or find the version a retry or an identical earlier run made), after
-    saving the hashes of its training rows with its run for the promotion gate's overlap check."""
+    saving the hashes of its training rows with its run for the promotion gate's overlap check.
+    The data fingerprint and the seed are read from the run, as the track step recorded them."""
     import mlflow
 
     name = settings.mlflow.registered_model
     flow_run = tags.get("prefect.flow_run_id", "")
+    with tracking_store(settings.tracking_uri):
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        run = client.get_run(logged.run_id).data
+        fingerprint, seed = run.tags["data.fingerprint"], int(run.params["seed"])
+        # Idempotent (the same file each time), so a retry may write it again.
+        save_training_row_hashes(client, logged.run_id, row_hashes(prepared.x_train).tolist())
     version_tags = {
-        **registration_tags(logged, evaluation, dataset, settings, seed, prepared.n_train),
+        **registration_tags(logged, evaluation, fingerprint, settings, seed, prepared.n_train),
         "prefect.flow_run_id": flow_run,
     }
-    with tracking_store(settings.tracking_uri):
-        # Idempotent (the same file each time), so a retry may write it again.
-        save_training_row_hashes(
-            mlflow.MlflowClient(settings.tracking_uri), logged.run_id, row_hashes(prepared.x_train).tolist()
-        )
     registration = register_model_version(
         settings.tracking_uri,
         name,
@@ -155,17 +151,11 @@ def register_logged_model(
 
 @task(name="register", task_run_name="register-{logged.name}", retries=2, retry_delay_seconds=5)
 def register_model_task(
-    logged: LoggedRun,
-    evaluation: Evaluation,
-    dataset: DatasetSummary,
-    prepared: PreparedData,
-    settings: Settings,
-    seed: int,
-    tags: dict[str, str],
+    logged: LoggedRun, evaluation: Evaluation, prepared: PreparedData, settings: Settings, tags: dict[str, str]
 ) -> TrackedModel:
     from prefect import get_run_logger
 
-    tracked = register_logged_model(logged, evaluation, dataset, prepared, settings, seed, tags)
+    tracked = register_logged_model(logged, evaluation, prepared, settings, tags)
     get_run_logger().info(
         "%s %s as %s version %s",
         "Registered" if tracked.created else "Reused the identical earlier registration of",

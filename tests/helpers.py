@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -111,7 +112,7 @@ def build_candidates(
         evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
         tags = {"prefect.flow_run_id": tag}
         logged = log_model_run(trained, evaluation, dataset.summary, validated.report, prepared, settings, tags)
-        tracked.append(register_logged_model(logged, evaluation, dataset.summary, prepared, settings, seed, tags))
+        tracked.append(register_logged_model(logged, evaluation, prepared, settings, tags))
         evaluations.append(evaluation)
     return tracked, evaluations, prepared
 
@@ -119,3 +120,16 @@ def build_candidates(
 def with_changes(settings: Settings, **sections: dict) -> Settings:
     """``settings`` with some fields of some sections replaced: ``with_changes(s, promotion={"margin": 1})``."""
     return settings.model_copy(update={k: getattr(settings, k).model_copy(update=v) for k, v in sections.items()})
+
+
+class MarkerWritingModel:
+    """Unpickling this object writes a file: the stand-in for any code an attacker wants run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def predict(self, rows: object) -> np.ndarray:
+        return np.zeros(len(rows))  # type: ignore[arg-type]
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import mlflow
 import mlflow.sklearn
-import numpy as np
 import pytest
 
 from heart_pipeline import registry
@@ -20,7 +19,7 @@ from heart_pipeline.config import Settings, load_settings_and_contract
 from heart_pipeline.registry import CHAMPION, DECISION_TAG, LABEL_TAG, PREVIOUS_CHAMPION_TAG, load_model_version
 from heart_pipeline.tasks.promote import LabelAlarm, promote_best_model
 from heart_pipeline.trust import SHA256_TAG, UntrustedModelError, row_hashes
-from tests.helpers import build_candidates, with_changes, write_test_config
+from tests.helpers import MarkerWritingModel, build_candidates, with_changes, write_test_config
 
 pytestmark = pytest.mark.e2e
 NAME = "heart-disease"
@@ -46,19 +45,6 @@ def versions(client: mlflow.MlflowClient) -> list:
 
 def champion(client: mlflow.MlflowClient) -> str:
     return str(client.get_model_version_by_alias(NAME, CHAMPION).version)
-
-
-class MarkerWritingModel:
-    """Unpickling this object writes a file: the stand-in for any code an attacker wants run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def predict(self, rows: object) -> np.ndarray:
-        return np.zeros(len(rows))  # type: ignore[arg-type]
-
-    def __reduce__(self) -> tuple:
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 
 @pytest.fixture(scope="module")
