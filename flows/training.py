@@ -1,4 +1,4 @@
-"""heart-training: load -> validate -> preprocess -> train (LR and RF concurrently) -> evaluate -> track
+"""heart-training: load -> validate -> preprocess -> train and evaluate each model -> track
 -> register -> promote the best model to @champion if it passes the gate."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 
+from heart_pipeline.compute import dask_cluster
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.registry import model_version_ui_url
 from heart_pipeline.render import champion_headline, mlflow_ui_command, training_summary_markdown
@@ -35,11 +36,14 @@ def heart_training(
     seed: int | None = None,
     config_path: str | None = None,
     disease_label: int | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and register Logistic Regression and Random Forest on a validated CSV.
 
     Defaults come from config/config.yaml: data.path, training.models, split.seed and data.disease_label
-    (the file's code for disease: 0 for files coded like Kaggle's heart.csv).
+    (the file's code for disease: 0 for files coded like Kaggle's heart.csv). With ``dask_address``
+    (a scheduler address, or "auto": DASK_SCHEDULER_ADDRESS else a local cluster) the CV folds and the
+    forest's trees run on that Dask cluster.
     """
     settings, contract = load_settings_and_contract(config_path)
     settings = settings.with_disease_label(disease_label)
@@ -52,22 +56,21 @@ def heart_training(
         validated = validate_dataset_task(dataset, contract, settings.validation)
         report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))
         prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
-        trained = [
-            train_model_task.with_options(
-                tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
-            ).submit(name, prepared, settings, seed)
-            for name in models or settings.training.models
-        ]
-        evaluated = [
-            evaluate_model_task.submit(model, prepared, settings, seed, run_dir / "evaluation") for model in trained
-        ]
+        # One model after the other, each with the run's whole core budget (or the Dask cluster):
+        # two concurrent models would oversubscribe the cores (compute.py; measured in the README).
+        trained, evaluations, tracked = [], [], []
+        with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
+            for name in models or settings.training.models:
+                model = train_model_task.with_options(
+                    tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
+                )(name, prepared, settings, seed, address)
+                trained.append(model)
+                evaluations.append(
+                    evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address)
+                )
         # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
-        evaluations = [future.result() for future in evaluated]
-        tracked = []
         for model, evaluation in zip(trained, evaluations, strict=True):
-            logged = log_model_run_task(
-                model.result(), evaluation, dataset.summary, report, prepared, settings, run_tags
-            )
+            logged = log_model_run_task(model, evaluation, dataset.summary, report, prepared, settings, run_tags)
             tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     model_rows = [

@@ -159,10 +159,19 @@ class MlflowConfig(_Strict):
 
 class OutputsConfig(_Strict):
     runs_dir: Path
+    export_format: Literal["csv", "parquet"]  # the five preprocessing exports; parquet for large runs
+
+
+class ComputeConfig(_Strict):
+    n_jobs: int  # cores for CV folds and forest trees, as scikit-learn reads it (-1: every core)
+    local_dask_workers: int = Field(ge=1)  # --dask with no address and no DASK_SCHEDULER_ADDRESS
 
 
 class PrefectConfig(_Strict):
     work_pool: str
+    local_server: Literal["background", "ephemeral"]  # without PREFECT_API_URL: reuse one server, or one per call
+    local_server_port: int = Field(ge=1, le=65535)
+    local_server_home: Path
 
 
 class StackConfig(_Strict):
@@ -185,6 +194,7 @@ class Settings(_Strict):
     threshold: ThresholdConfig
     models: ModelsConfig  # type: ignore[valid-type]
     training: TrainingConfig
+    compute: ComputeConfig
     mlflow: MlflowConfig
     promotion: PromotionConfig
     outputs: OutputsConfig
