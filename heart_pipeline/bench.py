@@ -110,7 +110,7 @@ def synthetic_file(rows: int, directory: Path, seed: int) -> Path:
     settings, contract = load_settings_and_contract()
     bundled = directory / "bundled_heart.csv"
     if not bundled.exists():
-        write_default_dataset(bundled)
+        write_default_dataset(bundled, settings)
     frame = synthesize(pd.read_csv(bundled), rows, contract, settings.features.numeric, seed)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
