@@ -61,9 +61,14 @@ def heart_training(
         trained, evaluations, tracked = [], [], []
         with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
             for name in models or settings.training.models:
-                model = train_model_task.with_options(
-                    tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
-                )(name, prepared, settings, seed, address)
+                # submit + result: the train task is async (so its timeout fires); this waits for it
+                model = (
+                    train_model_task.with_options(
+                        tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
+                    )
+                    .submit(name, prepared, settings, seed, address)
+                    .result()
+                )
                 trained.append(model)
                 evaluations.append(
                     evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address)
