@@ -29,13 +29,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pandas as pd
 import yaml
 
 import heart_pipeline  # noqa: F401  (telemetry defaults)
-from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, load_settings_and_contract
+from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, load_settings_and_contract, write_private_config
 
 BIN = Path(sys.executable).parent
 SIZE_SUFFIXES = {"k": 1_000, "m": 1_000_000}
@@ -120,44 +119,31 @@ def synthetic_file(rows: int, directory: Path, seed: int) -> Path:
     return path
 
 
-def private_config(base: Path, work: Path, overrides: dict[str, Any]) -> Path:
-    """The project config with runs, MLflow store and artifacts under ``work``."""
-    config = yaml.safe_load(base.read_text())
-    config["outputs"]["runs_dir"] = str(work / "runs")
-    config["mlflow"]["tracking_uri"] = f"sqlite:///{work / 'mlflow.db'}"
-    config["mlflow"]["artifact_root"] = str(work / "mlartifacts")
-    config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
-    config["data"]["path"] = str(PROJECT_ROOT / config["data"]["path"])
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def task_seconds(run_dir: str) -> dict[str, float]:
+    """Each task run's duration, by task run name (train-random_forest, ...), from the Prefect API.
 
-
-def task_seconds(flow_run_id: str) -> dict[str, float]:
-    """Each task run's duration, by task run name (train-random_forest, ...), from the Prefect API."""
+    The flow run is the newest heart-training run (the benchmark runs one at a time); its id must
+    start with the short id that ends the run folder's name (heart_pipeline.runs.create_run_folder).
+    """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
 
+    short_id = Path(run_dir).name.rsplit("-", 1)[-1]
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+        (newest,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["heart-training"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        if not str(newest.id).startswith(short_id):
+            raise SystemExit(f"bench: the newest heart-training run {newest.id} is not {run_dir}")
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[newest.id])))
     seconds: dict[str, float] = {}
     for run in runs:
         if run.start_time and run.end_time:
             seconds[run.name] = seconds.get(run.name, 0.0) + (run.end_time - run.start_time).total_seconds()
     return {name: round(value, 2) for name, value in sorted(seconds.items())}
-
-
-def flow_run_id_of(run_dir: str) -> str:
-    """Run folders are named <UTC time>-<flow run id> (heart_pipeline.runs.create_run_folder)."""
-    name = Path(run_dir).name
-    return name[-36:]
 
 
 @dataclass
@@ -194,10 +180,10 @@ def bench_size(rows: int, repeats: int, out: Path, base_config: Path, overrides:
     results: list[Result] = []
     for repeat in range(repeats):
         work = out / "work" / f"{label(rows)}-{repeat}"
-        config = private_config(base_config, work, overrides)
+        config = write_private_config(work, overrides, base_config)
         measured, summary = run_ours(data, config, env, timeout=7200)
         ours_auc = {name: m["test_metrics"]["test_roc_auc"] for name, m in summary["models"].items()}
-        steps = task_seconds(flow_run_id_of(summary["run_dir"]))
+        steps = task_seconds(summary["run_dir"])
         results.append(
             Result(
                 rows, "ours", repeat, measured.wall_seconds, measured.peak_rss_mib, ours_auc, steps, os.getloadavg()[0]

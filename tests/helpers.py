@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, load_config, load_settings_and_contract
+from heart_pipeline.config import Settings, load_config, load_settings_and_contract, write_private_config
 from heart_pipeline.contract import Contract
 from heart_pipeline.results import Evaluation, TrackedModel, ValidationReport
 from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
@@ -28,25 +27,10 @@ TEST_MAX_ROWS = 20_000
 
 
 def write_test_config(directory: Path, **overrides: object) -> Path:
-    """A config whose outputs and MLflow store live in ``directory``; CV is trimmed for speed."""
-    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config["outputs"]["runs_dir"] = str(directory / "runs")
-    config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
-    config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
-    config["cross_validation"]["n_repeats"] = 1
-    config["models"]["random_forest"]["n_estimators"] = 50
-    config["data"]["max_rows"] = TEST_MAX_ROWS
-    config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = directory / "config.yaml"
-    directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """A config whose outputs and MLflow store live in ``directory``; CV is trimmed for speed.
+    Overrides use ``__`` for dots: ``write_test_config(d, validation__on_warning="fail")``."""
+    trimmed = {"cross_validation.n_repeats": 1, "models.random_forest.n_estimators": 50, "data.max_rows": TEST_MAX_ROWS}
+    return write_private_config(directory, {**trimmed, **{k.replace("__", "."): v for k, v in overrides.items()}})
 
 
 def make_settings(directory: Path, **overrides: object) -> tuple[Path, Settings, Contract]:
