@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ BIN = Path(sys.executable).parent
 SIZE_SUFFIXES = {"k": 1_000, "m": 1_000_000}
 DEFAULT_SIZES = "303,10k,100k,1M"
 RSS_SAMPLE_SECONDS = 0.1
+PREFECT_RUN_SUFFIX = re.compile(r"-[0-9a-f]{3}$")  # Prefect's default task run names end in 3 hex digits
 
 
 def parse_size(text: str) -> int:
@@ -142,7 +144,8 @@ def task_seconds(run_dir: str) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for run in runs:
         if run.start_time and run.end_time:
-            seconds[run.name] = seconds.get(run.name, 0.0) + (run.end_time - run.start_time).total_seconds()
+            step = PREFECT_RUN_SUFFIX.sub("", run.name)  # validate-628 -> validate, so runs line up
+            seconds[step] = seconds.get(step, 0.0) + (run.end_time - run.start_time).total_seconds()
     return {name: round(value, 2) for name, value in sorted(seconds.items())}
 
 
