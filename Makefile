@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test test-fast lint typecheck format clean up down status serve reference-profile
+.PHONY: install run test test-fast lint typecheck format clean up down status serve reference-profile bench
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `m
 reference-profile: install  ## regenerate great_expectations/reference_profile.json from the bundled data
 	$(BIN)/python -m heart_pipeline.reference_profile
 
+BENCH_SIZES ?= 303,10k,100k,1M
+BENCH_REPEATS ?= 2
+bench: install  ## pipeline vs bare scikit-learn, ABAB: make bench BENCH_SIZES=303,10k BENCH_REPEATS=1
+	$(BIN)/python -m heart_pipeline.bench --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -57,5 +62,6 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-clean:
-	rm -rf runs mlruns/* .prefect .pytest_cache
+clean:  ## also stops the background Prefect server, whose state lives in .prefect/
+	@test -x $(BIN)/heart-pipeline && $(BIN)/heart-pipeline stack down > /dev/null || true
+	rm -rf runs mlruns/* .prefect .pytest_cache bench

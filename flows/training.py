@@ -1,4 +1,4 @@
-"""heart-training: load -> validate -> preprocess -> train (LR and RF concurrently) -> evaluate -> track
+"""heart-training: load -> validate -> preprocess -> train and evaluate each model -> track
 -> register -> promote the best model to @champion if it passes the gate."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 
+from heart_pipeline.compute import dask_cluster
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.registry import model_version_ui_url
@@ -18,7 +19,8 @@ from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.preprocess import preprocess_task
 from heart_pipeline.tasks.promote import decision_summary, promote_best_model_task
-from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task, register_model_task
+from heart_pipeline.tasks.register import register_model_task
+from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
@@ -36,11 +38,14 @@ def heart_training(
     seed: int | None = None,
     config_path: str | None = None,
     disease_label: int | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and register Logistic Regression and Random Forest on a validated CSV.
 
     Defaults come from config/config.yaml: data.path, training.models, split.seed and data.disease_label
-    (the file's code for disease: 0 for files coded like Kaggle's heart.csv).
+    (the file's code for disease: 0 for files coded like Kaggle's heart.csv). With ``dask_address``
+    (a scheduler address, or "auto": DASK_SCHEDULER_ADDRESS else a local cluster) the CV folds and the
+    forest's trees run on that Dask cluster.
     """
     settings, contract = load_settings_and_contract(config_path)
     settings = settings.with_disease_label(disease_label)
@@ -54,26 +59,30 @@ def heart_training(
         validated = validate_dataset_task(dataset, contract, settings.validation)
         report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))
         prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
-        trained = [
-            train_model_task.with_options(
-                tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
-            ).submit(name, prepared, settings, seed)
-            for name in models or settings.training.models
-        ]
-        evaluated = [
-            evaluate_model_task.submit(model, prepared, settings, seed, run_dir / "evaluation") for model in trained
-        ]
+        # One model after the other, each with the run's whole core budget (or the Dask cluster):
+        # two concurrent models would oversubscribe the cores (compute.py; measured in the README).
+        trained, evaluations, tracked = [], [], []
+        with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
+            for name in models or settings.training.models:
+                # submit + result: the train task is async (so its timeout fires); this waits for it
+                model = (
+                    train_model_task.with_options(
+                        tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
+                    )
+                    .submit(name, prepared, settings, seed, address)
+                    .result()
+                )
+                trained.append(model)
+                evaluations.append(
+                    evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address)
+                )
         # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
-        evaluations = [future.result() for future in evaluated]
         # The validation report goes to MLflow once per flow run; each model run links to it.
         evidence_url = log_validation_run_task(report, dataset.summary, settings, run_tags)
         model_run_tags = {**run_tags, EVIDENCE_TAG: evidence_url}
-        tracked = []
         for model, evaluation in zip(trained, evaluations, strict=True):
-            logged = log_model_run_task(
-                model.result(), evaluation, dataset.summary, report, prepared, settings, model_run_tags
-            )
-            tracked.append(register_model_task(logged, evaluation, dataset.summary, settings, run_tags))
+            logged = log_model_run_task(model, evaluation, dataset.summary, report, prepared, settings, model_run_tags)
+            tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
         decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     model_rows = [
         {

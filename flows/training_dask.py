@@ -1,27 +1,43 @@
-"""heart-training on Dask: the same flow, with its tasks fanned out to a Dask cluster.
+"""heart-training-dask: heart-training with its CV folds and forest trees on a Dask cluster.
 
-Set DASK_SCHEDULER_ADDRESS (Dask's own variable, e.g. tcp://scheduler:8786) to use an existing
-cluster; without it a local cluster of two single-threaded worker processes is started per run.
-Workers must see the same file system paths as the flow (runs/ and the MLflow artifact store),
-for example a shared volume, or an object-store artifact root for MLflow.
+The cluster is DASK_SCHEDULER_ADDRESS (Dask's own variable, e.g. tcp://scheduler:8786), or, if that
+is unset, a local cluster of ``compute.local_dask_workers`` worker processes started for the run.
+The Prefect tasks stay in the flow's process; only scikit-learn's work goes to the workers, through
+joblib's Dask backend (heart_pipeline/compute.py). So the workers need the same Python packages
+(scikit-learn, this package) but no Prefect server, no Prefect API and none of the run's files.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-from prefect_dask import DaskTaskRunner
+from prefect import flow
 
+from heart_pipeline.compute import AUTO
 from heart_pipeline.flows.training import heart_training
+from heart_pipeline.runs import publish_failure_report, training_run_name
 
 
-def dask_task_runner(address: str | None = None) -> DaskTaskRunner:
-    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+@flow(
+    name="heart-training-dask",
+    flow_run_name=training_run_name,
+    on_failure=[publish_failure_report],
+    on_crashed=[publish_failure_report],
+)
+def heart_training_dask(
+    data_path: str | None = None,
+    models: list[str] | None = None,
+    seed: int | None = None,
+    config_path: str | None = None,
+    disease_label: int | None = None,
+    dask_address: str = AUTO,
+) -> dict[str, Any]:
+    """heart-training on the Dask cluster at ``dask_address`` ("auto": DASK_SCHEDULER_ADDRESS, else local)."""
+    return heart_training.fn(
+        data_path=data_path,
+        models=models,
+        seed=seed,
+        config_path=config_path,
+        disease_label=disease_label,
+        dask_address=dask_address,
     )
-
-
-heart_training_dask = heart_training.with_options(name="heart-training-dask", task_runner=dask_task_runner())

@@ -10,6 +10,7 @@ import atexit
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +23,56 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
-def _check_outside_services(config: str | None) -> None:
-    """Fail in seconds on a dead tracking store or Prefect API, before a flow (or Prefect's
-    temporary server) starts; the flows check the store again for deployment runs."""
-    from heart_pipeline.config import load_config
-    from heart_pipeline.preflight import check_before_run
+def _prepare_flow_call(config: str | None, data: str | None) -> Callable[[], None]:
+    """Check the inputs and get a Prefect server going, before Prefect is imported.
 
-    check_before_run(load_config(_absolute(config)).tracking_uri)
+    Returns the wait for that server, to be called once the flow modules are imported: the server
+    starts while the imports run. When the user chose a server (PREFECT_API_URL), the data file is
+    left to the load step so that its failure is recorded there as a Failed flow run.
+    """
+    import os
+
+    from heart_pipeline import local_server, preflight
+    from heart_pipeline.config import load_config
+
+    settings = load_config(config)
+    preflight.check_before_run(settings.tracking_uri)  # the store, and the Prefect API when one is set
+    if os.environ.get("PREFECT_API_URL") or settings.prefect.local_server == "ephemeral":
+        return lambda: None
+    data_path = settings.resolve(data or settings.data.path)
+    if data is not None or data_path.exists():  # an absent default file is written by the load step
+        preflight.check_data_file(data_path, settings.data.max_memory_mb)
+    server = local_server.use_for_this_process()
+    if server is not None and server.started_now:
+        print(
+            f"heart-pipeline: started a Prefect server in the background for this and later calls: "
+            f"{server.api_url.removesuffix('/api')} (stop it with `heart-pipeline stack down`)",
+            file=sys.stderr,
+        )
+    return lambda: local_server.wait_ready(server) if server else None
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    _check_outside_services(args.config)
+    wait_for_server = _prepare_flow_call(args.config, args.data)
     from heart_pipeline.flows.training import heart_training
 
-    if args.dask is not None:
-        from heart_pipeline.flows.training_dask import dask_task_runner
+    wait_for_server()
 
-        address = None if args.dask == "local" else args.dask
-        heart_training = heart_training.with_options(task_runner=dask_task_runner(address))
     return heart_training(
         data_path=_absolute(args.data),
         config_path=_absolute(args.config),
         models=args.models,
         seed=args.seed,
         disease_label=args.disease_label,
+        dask_address=args.dask,
     )
 
 
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
-    _check_outside_services(args.config)
+    wait_for_server = _prepare_flow_call(args.config, args.data)
     from heart_pipeline.flows.data_quality import heart_data_quality
+
+    wait_for_server()
 
     return heart_data_quality(
         data_path=_absolute(args.data), config_path=_absolute(args.config), disease_label=args.disease_label
@@ -59,8 +80,10 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
-    _check_outside_services(args.config)
+    wait_for_server = _prepare_flow_call(args.config, args.data)
     from heart_pipeline.flows.batch_scoring import heart_batch_scoring
+
+    wait_for_server()
 
     return heart_batch_scoring(
         data_path=str(_absolute(args.data)), out_path=_absolute(args.out), config_path=_absolute(args.config)
@@ -122,7 +145,7 @@ def _convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
-    from heart_pipeline import stack
+    from heart_pipeline import local_server, stack
 
     layout = stack.default_layout(args.prefect_port, args.mlflow_port)
     if args.action == "up":
@@ -142,10 +165,13 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     # `down` and `status` act on the ports and folders `up` recorded, whatever the defaults are now.
     layout = stack.recorded_layout(layout)
     if args.action == "down":
-        return {"stopped": stack.down(layout)}
+        return {"stopped": [*stack.down(layout), *local_server.stop()]}
     report = stack.status(layout)
     for service, state in report.items():
         print(f"{service:15} {state}")
+    found = local_server.running()
+    # The background server of `heart-pipeline train` is not part of the stack: reported, not required.
+    print(f"{'(background prefect-server for CLI runs)':15} {f'running at {found.api_url}' if found else 'stopped'}")
     if not stack.status_ok(report):
         raise stack.StackError("not everything runs and answers; `make down && make up` restarts the stack")
     return report
@@ -182,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dask",
         nargs="?",
-        const="local",
+        const="auto",
         metavar="ADDRESS",
-        help="run the tasks on Dask: a scheduler address, or a local cluster if none is given",
+        help="CV folds and forest trees on a Dask cluster: a scheduler address; alone, "
+        "DASK_SCHEDULER_ADDRESS or else a local cluster (compute.local_dask_workers)",
     )
     train.set_defaults(handler=_train)
     validate = sub.add_parser("validate", help="check a CSV against the data contract without training")

@@ -159,10 +159,19 @@ class MlflowConfig(_Strict):
 
 class OutputsConfig(_Strict):
     runs_dir: Path
+    export_format: Literal["csv", "parquet"]  # the five preprocessing exports; parquet for large runs
+
+
+class ComputeConfig(_Strict):
+    n_jobs: int  # cores for CV folds and forest trees, as scikit-learn reads it (-1: every core)
+    local_dask_workers: int = Field(ge=1)  # --dask with no address and no DASK_SCHEDULER_ADDRESS
 
 
 class PrefectConfig(_Strict):
     work_pool: str
+    local_server: Literal["background", "ephemeral"]  # without PREFECT_API_URL: reuse one server, or one per call
+    local_server_port: int = Field(ge=1, le=65535)
+    local_server_home: Path
 
 
 class StackConfig(_Strict):
@@ -185,6 +194,7 @@ class Settings(_Strict):
     threshold: ThresholdConfig
     models: ModelsConfig  # type: ignore[valid-type]
     training: TrainingConfig
+    compute: ComputeConfig
     mlflow: MlflowConfig
     promotion: PromotionConfig
     outputs: OutputsConfig
@@ -295,3 +305,24 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
 def load_codebook_for(settings: Settings) -> Codebook:
     """The codebook that ``settings`` points at."""
     return load_codebook(settings.resolve_resource(settings.contract.codebook_path))
+
+
+def write_private_config(directory: Path, overrides: dict[str, Any], base: Path = DEFAULT_CONFIG_PATH) -> Path:
+    """``base`` with its runs folder, MLflow store and artifacts moved under ``directory`` and dotted
+    ``overrides`` applied ({"cross_validation.n_repeats": 1}); written to ``directory/config.yaml``.
+    For the tests and the benchmark, whose runs must not touch the project's store."""
+    config = yaml.safe_load(base.read_text(encoding="utf-8"))
+    config["outputs"]["runs_dir"] = str(directory / "runs")
+    config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
+    config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
+    config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

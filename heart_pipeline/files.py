@@ -13,7 +13,10 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from heart_pipeline.errors import DataError
 
@@ -32,9 +35,10 @@ def _refuse_unless_regular(path: Path, mode: int) -> None:
         raise DataError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
 
 
-def read_input_bytes(path: Path, max_bytes: int, budget_key: str) -> bytes:
-    """The whole file, refused with one DataError line (naming ``path``, never its content) if it
-    is missing, special, unreadable, empty or above ``max_bytes``."""
+@contextmanager
+def _open_checked(path: Path, max_bytes: int, budget_key: str) -> Iterator[BinaryIO]:
+    """``path`` opened for reading after every check that needs no reading: exists, not a
+    pseudo-file, regular, readable, within ``max_bytes``."""
     try:
         resolved = path.resolve()
         mode = os.stat(resolved).st_mode
@@ -56,10 +60,29 @@ def read_input_bytes(path: Path, max_bytes: int, budget_key: str) -> bytes:
         if info.st_size > max_bytes:
             size_mb, budget_mb = info.st_size / 2**20, max_bytes / 2**20
             raise DataError(f"{path}: file is {size_mb:.1f} MB, above the {budget_mb:g} MB budget ({budget_key})")
-        try:
-            data = handle.read(max_bytes + 1)  # never more than the budget, whatever st_size claimed
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read file: {exc.strerror or type(exc).__name__}") from None
+        yield handle
+
+
+def _read_or_refuse(path: Path, handle: BinaryIO, size: int) -> bytes:
+    try:
+        return handle.read(size)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc.strerror or type(exc).__name__}") from None
+
+
+def check_input_file(path: Path, max_bytes: int, budget_key: str) -> None:
+    """The checks of ``read_input_bytes`` without reading the file: the CLI runs them before any
+    server starts, so a wrong path is reported in well under a second."""
+    with _open_checked(path, max_bytes, budget_key) as handle:
+        if not _read_or_refuse(path, handle, 1):
+            raise DataError(f"{path}: file is empty")
+
+
+def read_input_bytes(path: Path, max_bytes: int, budget_key: str) -> bytes:
+    """The whole file, refused with one DataError line (naming ``path``, never its content) if it
+    is missing, special, unreadable, empty or above ``max_bytes``."""
+    with _open_checked(path, max_bytes, budget_key) as handle:
+        data = _read_or_refuse(path, handle, max_bytes + 1)  # never more than the budget, whatever st_size claimed
     if len(data) > max_bytes:
         raise DataError(f"{path}: file grew above the {max_bytes / 2**20:g} MB budget ({budget_key}) while reading")
     if not data.strip():

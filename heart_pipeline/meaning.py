@@ -38,7 +38,7 @@ def _subsample(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}"
+    return f"{value:.4g}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 # --- label direction -------------------------------------------------------------------------

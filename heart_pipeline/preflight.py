@@ -1,4 +1,5 @@
-"""Fail fast: check the MLflow tracking store (and the Prefect API, when one is set) before any work.
+"""Fail fast: check the data file, the MLflow tracking store (and the Prefect API, when one is set)
+before any work, and before any server starts or heavy library is imported.
 
 Without these checks an unreachable server surfaced only at the track step, after every model had
 trained, and MLflow's HTTP client then retried for minutes; an unopenable SQLite path made MLflow's
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from heart_pipeline.errors import PipelineError
+from heart_pipeline.files import check_input_file
 
 PROBE_TIMEOUT_SECONDS = 5.0
 SQLITE_PREFIX = "sqlite:///"
@@ -31,6 +33,11 @@ DOWN_REVISION_LINE = re.compile(r'^down_revision = "(\w+)"', re.MULTILINE)
 
 class StoreUnavailable(PipelineError):
     """The tracking store or the Prefect API cannot be used; the message names it."""
+
+
+def check_data_file(path: Path, max_memory_mb: int) -> None:
+    """The load step's file checks (``heart_pipeline.files``), without reading the file."""
+    check_input_file(path, max_memory_mb * 2**20, "data.max_memory_mb")
 
 
 def check_tracking_store(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:

@@ -89,12 +89,15 @@ def _share(value: float | None) -> str:
 
 
 def promotion_markdown(decision: PromotionDecision) -> str:
-    verdict = "PROMOTED to @champion" if decision.promoted else "NOT promoted; @champion unchanged"
+    verdict = (
+        "PROMOTED to @champion" if decision.promoted else f"NOT promoted ({decision.outcome}); @champion unchanged"
+    )
+    compared = decision.challenger_compared_metrics or decision.challenger_metrics
     rows = "\n".join(
-        f"| {k} | {v:.3f} | {decision.champion_metrics[k]:.3f} |"
+        f"| {k} | {decision.challenger_metrics[k]:.3f} | {compared[k]:.3f} | {decision.champion_metrics[k]:.3f} |"
         if decision.champion_metrics
-        else f"| {k} | {v:.3f} | - |"
-        for k, v in decision.challenger_metrics.items()
+        else f"| {k} | {decision.challenger_metrics[k]:.3f} | - | - |"
+        for k in decision.challenger_metrics
     )
     comparison = ""
     if decision.comparison:
@@ -105,13 +108,20 @@ def promotion_markdown(decision: PromotionDecision) -> str:
             + ("; not a significant difference)" if c.p_value >= 0.05 else ")")
             + ".\n"
         )
+    shared = (
+        f"{decision.rows_compared} held-out rows the champion did not train on ({decision.rows_left_out} left out)"
+        if decision.rows_compared is not None
+        else "the held-out rows the champion did not train on"
+    )
     return (
         f"# Promotion: {decision.challenger} v{decision.challenger_version} {verdict}\n\n"
-        f"Challenger chosen by mean CV ROC-AUC on the training folds.{comparison}\n"
+        f"Candidates tried in order of mean CV ROC-AUC on the training folds; the first to pass every floor "
+        f"is compared with the champion.{comparison}\n"
         + "\n".join(f"- {r}" for r in decision.reasons)
         + f"\n\nChampion before: v{decision.champion_version_before or '-'}; "
         f"after: v{decision.champion_version_after or '-'}\n\n"
-        f"| metric (today's test set) | challenger | champion |\n|---|---|---|\n{rows}\n"
+        f"| metric | challenger, today's test set | challenger, shared rows | champion, shared rows |\n"
+        f"|---|---|---|---|\n{rows}\n\nShared rows: {shared}.\n"
     )
 
 

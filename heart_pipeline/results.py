@@ -132,6 +132,7 @@ class TrackedModel:
     registered_model: str
     version: str
     ui_url: str
+    created: bool = True  # False: the version of an identical earlier model (or of this run's retry) was reused
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,11 @@ class PromotionDecision:
     floors: dict[str, float] = field(default_factory=dict)
     metric: str = "test_roc_auc"
     margin: float = 0.0
+    outcome: str = ""  # promoted | rejected | already champion | identical to champion | label alarm
+    alarm: str | None = None  # today's labels and the champion's disagree: the run fails with this
+    rows_compared: int | None = None  # today's held-out rows both models were scored on
+    rows_left_out: int | None = None  # held-out rows left out: they were in the champion's training data
+    challenger_compared_metrics: dict[str, float] | None = None  # the challenger on those same rows
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
+from heart_pipeline.compute import in_tree_order, one_job_inside, parallel_work
 from heart_pipeline.config import CrossValidationConfig, Settings, load_codebook_for
 from heart_pipeline.plots import PLOT_FILES, model_figures, png_bytes
 from heart_pipeline.results import Evaluation
@@ -34,7 +35,8 @@ def cross_validated_metrics(
     The folds depend only on the seed and the data, so every algorithm is scored on the same folds.
     """
     folds = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
-    result = cross_validate(clone(model), x, y, cv=folds, scoring=CV_SCORERS, n_jobs=1)
+    # n_jobs unset: the folds run where compute.parallel_work says (this machine's cores or Dask)
+    result = cross_validate(one_job_inside(model), x, y, cv=folds, scoring=CV_SCORERS)
     n_test = len(y) // n_splits
     metrics: dict[str, float] = {}
     scores: dict[str, list[float]] = {}
@@ -54,7 +56,8 @@ def cross_validated_metrics(
 
 
 def held_out_probabilities(trained: TrainedModel, prepared: PreparedData) -> np.ndarray:
-    return trained.model.predict_proba(prepared.x_test)[:, 1]
+    with in_tree_order():
+        return trained.model.predict_proba(prepared.x_test)[:, 1]
 
 
 def evaluate_model(
@@ -68,7 +71,8 @@ def evaluate_model(
         trained.model, prepared.x_train, prepared.y_train, cv.n_splits, cv.n_repeats, seed
     )
     metrics.update(cv_metrics)
-    train_proba = trained.model.predict_proba(prepared.x_train)[:, 1]
+    with in_tree_order():
+        train_proba = trained.model.predict_proba(prepared.x_train)[:, 1]
     metrics["train_roc_auc"] = float(roc_auc_score(prepared.y_train, train_proba))
     return Evaluation(trained.name, metrics, trained.threshold, trained.threshold_note, cv_scores)
 
@@ -91,12 +95,18 @@ def write_evaluation(evaluation: Evaluation, figures: dict[str, Figure], out_dir
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}")
 def evaluate_model_task(
-    trained: TrainedModel, prepared: PreparedData, settings: Settings, seed: int, out_dir: Path
+    trained: TrainedModel,
+    prepared: PreparedData,
+    settings: Settings,
+    seed: int,
+    out_dir: Path,
+    dask_address: str | None = None,
 ) -> Evaluation:
     from prefect import get_run_logger
 
     proba = held_out_probabilities(trained, prepared)
-    evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+    with parallel_work(settings.compute.n_jobs, dask_address):
+        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
     figures = model_figures(
         trained.model,
         prepared.x_test,

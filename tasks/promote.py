@@ -1,21 +1,73 @@
-"""Promote step: pick the challenger honestly, gate it against floors and the current champion,
-and move the MLflow ``champion`` alias only when it earns it. Also: rollback."""
+"""Promote step: rank the candidates honestly, gate them against floors and the current champion,
+and move the MLflow ``champion`` alias only when one earns it.
+
+The gate never serves a backwards model:
+- every model that passes the floors is a candidate, in CV order; when the best fails a floor, the
+  next one is tried;
+- the champion is compared only when it was trained under the same codebook and label definition,
+  and only on today's held-out rows it did not train on (both models scored on the same rows);
+- a champion below chance on today's held-out rows means today's labels and the champion's disagree:
+  the run fails with that message and nothing moves;
+- the decision is committed with a compare-and-set: if @champion moved meanwhile, compare again.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import task
 
 from heart_pipeline.config import Settings
-from heart_pipeline.registry import CHAMPION, current_champion, load_model_version, tracking_store
+from heart_pipeline.errors import PipelineError
+from heart_pipeline.registry import (
+    CHAMPION,
+    CODEBOOK_TAG,
+    DECISION_TAG,
+    LABEL_TAG,
+    PREVIOUS_CHAMPION_TAG,
+    commit_if_champion_is,
+    current_champion,
+    load_model_version,
+    set_description_section,
+    tracking_store,
+    training_row_hashes,
+)
 from heart_pipeline.render import champion_headline, promotion_markdown
 from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
-from heart_pipeline.stats import corrected_paired_t_test, held_out_metrics
+from heart_pipeline.stats import bootstrap_intervals, corrected_paired_t_test, held_out_metrics
 from heart_pipeline.tasks.preprocess import PreparedData
+from heart_pipeline.trust import UntrustedModelError, row_hashes
+
+# Outcomes, as written to each version's promotion.decision tag.
+PROMOTED = "promoted"
+REJECTED = "rejected"
+NOT_SELECTED = "not selected"
+IDENTICAL = "identical to champion"
+LABEL_ALARM = "label alarm"
+ALREADY_CHAMPION = "already champion"  # never written: a rerun leaves the registry untouched
+# @champion moving under a comparison more often than this means something keeps promoting: stop.
+MAX_COMPARISONS = 5
+# Fewer unseen rows than this (or one class only) give no ROC-AUC worth comparing.
+MIN_COMPARISON_ROWS = 10
+
+
+class LabelAlarm(PipelineError):
+    """Today's labels and the champion's disagree: promotion must not go on."""
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """Both models on the same rows: today's held-out rows the champion did not train on."""
+
+    challenger: dict[str, float]
+    champion: dict[str, float]
+    champion_auc_interval: tuple[float, float]
+    rows_compared: int
+    rows_left_out: int
+    identical: bool  # the same probabilities on every row: the same model, whatever its version
 
 
 def compare_on_same_folds(a: Evaluation, b: Evaluation, n_train: int, n_splits: int) -> PairedComparison:
@@ -27,9 +79,28 @@ def compare_on_same_folds(a: Evaluation, b: Evaluation, n_train: int, n_splits: 
     return PairedComparison(better, worse, float(abs(diff.mean())), p_value)
 
 
-def select_challenger(evaluations: list[Evaluation]) -> Evaluation:
-    """The best candidate by mean CV ROC-AUC on the training folds, never by the test set."""
-    return max(evaluations, key=lambda e: e.metrics["cv_roc_auc_mean"])
+def rank_by_cv(evaluations: list[Evaluation]) -> list[Evaluation]:
+    """Candidates best first by mean CV ROC-AUC on the training folds, never by the test set."""
+    return sorted(evaluations, key=lambda e: e.metrics["cv_roc_auc_mean"], reverse=True)
+
+
+def floor_check(metrics: dict[str, float], floors: dict[str, float]) -> tuple[bool, list[str]]:
+    """Every floor on today's held-out test set, and a reason line per floor."""
+    passed = {name: metrics[name] >= floor for name, floor in floors.items()}
+    reasons = [f"{n} {metrics[n]:.3f} {'>=' if passed[n] else '<'} floor {floor:.3f}" for n, floor in floors.items()]
+    return all(passed.values()), reasons
+
+
+def first_passing(ranked: list[Evaluation], floors: dict[str, float]) -> tuple[Evaluation | None, list[str]]:
+    """The best-ranked candidate that passes every floor, and why each better-ranked one did not."""
+    notes = []
+    for evaluation in ranked:
+        passed, reasons = floor_check(evaluation.metrics, floors)
+        if passed:
+            return evaluation, [*notes, *reasons]
+        failed = "; ".join(r for r in reasons if " < floor " in r)
+        notes.append(f"{evaluation.name} (CV rank {len(notes) + 1}) failed a floor: {failed}")
+    return None, notes
 
 
 def gate(
@@ -40,102 +111,213 @@ def gate(
     margin: float,
 ) -> tuple[bool, list[str]]:
     """Promote only if every floor holds and the challenger is no worse than the champion - margin."""
-    reasons = []
-    passed = True
-    for name, floor in floors.items():
-        ok = challenger[name] >= floor
-        passed &= ok
-        reasons.append(f"{name} {challenger[name]:.3f} {'>=' if ok else '<'} floor {floor:.3f}")
+    passed, reasons = floor_check(challenger, floors)
     if champion is None:
         reasons.append("no current champion")
     else:
         ok = challenger[metric] >= champion[metric] - margin
         passed &= ok
         reasons.append(
-            f"{metric} {challenger[metric]:.3f} vs champion {champion[metric]:.3f} on today's test set: "
+            f"{metric} {challenger[metric]:.3f} vs champion {champion[metric]:.3f} on the same held-out rows: "
             f"{'within' if ok else 'worse than'} margin {margin:.3f}"
         )
     return passed, reasons
 
 
-def score_version_on(model: Any, prepared: PreparedData) -> dict[str, float]:
-    """Held-out metrics of any registered version on today's test set, at its own threshold."""
-    proba = model.predict_proba(prepared.x_test.astype("float64"))[:, 1]
-    threshold = float(getattr(model, "threshold", 0.5))
-    return held_out_metrics(prepared.y_test.to_numpy(), proba, threshold)
+def unseen_rows(x_test: pd.DataFrame, champion_rows: set[str] | None) -> np.ndarray:
+    """Mask of today's held-out rows that were not in the champion's training data."""
+    if champion_rows is None:
+        return np.ones(len(x_test), dtype=bool)
+    return ~row_hashes(x_test).isin(champion_rows).to_numpy()
 
 
-def promote_best_model(
+def probabilities(model: Any, rows: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(rows.astype("float64"))[:, 1]
+
+
+def compare_with_champion(
+    challenger_model: Any, champion_model: Any, prepared: PreparedData, keep: np.ndarray, seed: int
+) -> ChampionComparison:
+    """Both models scored at their own thresholds on the held-out rows the champion never saw."""
+    x, y = prepared.x_test[keep], prepared.y_test[keep].to_numpy()
+    challenger_proba, champion_proba = probabilities(challenger_model, x), probabilities(champion_model, x)
+    champion_threshold = float(champion_model.threshold)
+    intervals = bootstrap_intervals(y, champion_proba, champion_threshold, seed)
+    return ChampionComparison(
+        challenger=held_out_metrics(y, challenger_proba, float(challenger_model.threshold)),
+        champion=held_out_metrics(y, champion_proba, champion_threshold),
+        champion_auc_interval=(intervals["test_roc_auc_ci95_low"], intervals["test_roc_auc_ci95_high"]),
+        rows_compared=int(keep.sum()),
+        rows_left_out=int((~keep).sum()),
+        identical=bool(np.array_equal(challenger_proba, champion_proba)),
+    )
+
+
+def label_alarm(comparison: ChampionComparison, champion_version: str) -> str | None:
+    """The reason to stop when the champion is worse than chance on today's rows, else None."""
+    auc = comparison.champion["test_roc_auc"]
+    low, high = comparison.champion_auc_interval
+    if auc >= 0.5 and high >= 0.5:
+        return None
+    return (
+        f"the labels of today's data and of champion v{champion_version} disagree: it scores ROC-AUC {auc:.3f} "
+        f"[95% CI {low:.3f}, {high:.3f}] on {comparison.rows_compared} of today's held-out rows, below chance. "
+        "Check the file's label coding (--disease-label, data.disease_label) or roll the champion back; "
+        "nothing was promoted and @champion did not move"
+    )
+
+
+def comparable(challenger_tags: dict[str, str], champion_tags: dict[str, str], champion_version: str) -> str | None:
+    """Why the two models cannot be compared (a different codebook or label definition), else None."""
+    ours = (challenger_tags.get(CODEBOOK_TAG), challenger_tags.get(LABEL_TAG))
+    theirs = (champion_tags.get(CODEBOOK_TAG), champion_tags.get(LABEL_TAG))
+    if ours == theirs:
+        return None
+    return (
+        f"not compared with champion v{champion_version}: it was trained under codebook {theirs[0] or 'unknown'} "
+        f"with label {theirs[1] or 'unknown'!r}, today's under codebook {ours[0]} with label {ours[1]!r}; "
+        "decided on the floors alone"
+    )
+
+
+def judge(
+    client: Any,
     tracked: list[TrackedModel],
     evaluations: list[Evaluation],
     prepared: PreparedData,
     settings: Settings,
+    champion: str | None,
 ) -> PromotionDecision:
-    import mlflow
+    """The decision against the champion of this moment (``champion``); writes nothing."""
+    name, policy = settings.mlflow.registered_model, settings.promotion
+    versions = {t.name: t.version for t in tracked}
+    ranked = rank_by_cv(evaluations)
+    candidate, notes = first_passing(ranked, policy.floors)
+    chosen = candidate or ranked[0]
+    version = versions[chosen.name]
+    by_name = {e.name: e for e in evaluations}
+    pair = [by_name[t.name] for t in tracked]
 
-    name = settings.mlflow.registered_model
-    best = select_challenger(evaluations)
-    challenger = next(t for t in tracked if t.name == best.name)
-    comparison = (
-        compare_on_same_folds(evaluations[0], evaluations[1], prepared.n_train, settings.cross_validation.n_splits)
-        if len(evaluations) == 2
-        else None
-    )
-    policy = settings.promotion
-    with tracking_store(settings.tracking_uri):
-        client = mlflow.MlflowClient(settings.tracking_uri)
-        champion_version = current_champion(client, name)
-        champion_metrics = None
-        if champion_version is not None:
-            champion_model = load_model_version(settings.tracking_uri, name, champion_version)
-            champion_metrics = score_version_on(champion_model, prepared)
-        promoted, reasons = gate(best.metrics, champion_metrics, policy.floors, policy.metric, policy.margin)
-        decision = PromotionDecision(
+    def decided(outcome: str, reasons: list[str], **extra: Any) -> PromotionDecision:
+        promoted = outcome == PROMOTED
+        return PromotionDecision(
             registered_model=name,
-            challenger=best.name,
-            challenger_version=challenger.version,
+            challenger=chosen.name,
+            challenger_version=version,
             promoted=promoted,
-            reasons=reasons,
-            # Point estimates only: the champion is re-scored today without bootstrap intervals.
-            challenger_metrics={k: v for k, v in best.metrics.items() if k.startswith("test_") and "_ci95_" not in k},
-            champion_version_before=champion_version,
-            champion_metrics=champion_metrics,
-            champion_version_after=challenger.version if promoted else champion_version,
-            comparison=comparison,
+            reasons=[*notes, *reasons],
+            challenger_metrics={k: v for k, v in chosen.metrics.items() if k.startswith("test_")},
+            champion_version_before=champion,
+            champion_metrics=extra.pop("champion_metrics", None),
+            champion_version_after=version if promoted else champion,
+            comparison=compare_on_same_folds(*pair, prepared.n_train, settings.cross_validation.n_splits)
+            if len(pair) == 2
+            else None,
             floors=dict(policy.floors),
             metric=policy.metric,
             margin=policy.margin,
+            outcome=outcome,
+            **extra,
         )
-        record_decision(client, decision, [t for t in tracked if t is not challenger])
-        if promoted:
-            client.set_registered_model_alias(name, CHAMPION, challenger.version)
-    return decision
+
+    if candidate is None:
+        return decided(REJECTED, ["no candidate passed every floor"])
+    if version == champion:
+        return decided(ALREADY_CHAMPION, [f"champion is already this model (v{champion})"])
+    if champion is None:
+        return decided(PROMOTED, ["no current champion"])
+    champion_entry = client.get_model_version(name, champion)
+    why_not = comparable(client.get_model_version(name, version).tags, champion_entry.tags, champion)
+    if why_not:
+        return decided(PROMOTED, [why_not])
+    try:
+        champion_model = load_model_version(settings.tracking_uri, name, champion)
+    except UntrustedModelError as exc:
+        return decided(PROMOTED, [f"the champion cannot be served, so it is replaced: {exc}"])
+    keep = unseen_rows(prepared.x_test, training_row_hashes(client, champion_entry.run_id))
+    left_out = (
+        f"{int((~keep).sum())} of today's {len(keep)} held-out rows were in v{champion}'s training data: left out"
+        if keep.size and (~keep).any()
+        else f"none of today's {len(keep)} held-out rows were in v{champion}'s training data"
+    )
+    if keep.sum() < MIN_COMPARISON_ROWS or prepared.y_test[keep].nunique() < 2:
+        return decided(
+            REJECTED,
+            [left_out, f"cannot compare with champion v{champion} on {int(keep.sum())} unseen rows; @champion stays"],
+            rows_compared=int(keep.sum()),
+            rows_left_out=int((~keep).sum()),
+        )
+    compared = compare_with_champion(
+        load_model_version(settings.tracking_uri, name, version), champion_model, prepared, keep, settings.split.seed
+    )
+    rows = {"rows_compared": compared.rows_compared, "rows_left_out": compared.rows_left_out}
+    if alarm := label_alarm(compared, champion):
+        return decided(LABEL_ALARM, [left_out, alarm], champion_metrics=compared.champion, alarm=alarm, **rows)
+    if compared.identical:
+        reason = f"champion v{champion} gives identical probabilities on every compared row: it is already this model"
+        return decided(IDENTICAL, [left_out, reason], champion_metrics=compared.champion, **rows)
+    ok, reasons = gate(compared.challenger, compared.champion, {}, policy.metric, policy.margin)
+    return decided(
+        PROMOTED if ok else REJECTED,
+        [left_out, *reasons],
+        champion_metrics=compared.champion,
+        challenger_compared_metrics=compared.challenger,
+        **rows,
+    )
 
 
-def record_decision(client: Any, decision: PromotionDecision, others: list[TrackedModel]) -> None:
-    """The decision and its numbers live on the model versions, where the registry UI shows them."""
-    version = decision.challenger_version
-    tags = {
-        "promotion.decision": "promoted" if decision.promoted else "rejected",
-        "promotion.reasons": "; ".join(decision.reasons),
-        "promotion.champion_before": decision.champion_version_before or "none",
-        "promotion.challenger_metrics": json.dumps({k: round(v, 4) for k, v in decision.challenger_metrics.items()}),
-    }
-    if decision.champion_metrics is not None:
-        tags["promotion.champion_metrics_today"] = json.dumps(
-            {k: round(v, 4) for k, v in decision.champion_metrics.items()}
-        )
-    if decision.promoted and decision.champion_version_before:
-        tags["promotion.previous_champion"] = decision.champion_version_before
-    for key, value in tags.items():
-        client.set_model_version_tag(decision.registered_model, version, key, value)
-    for other in others:
-        client.set_model_version_tag(
-            decision.registered_model,
-            other.version,
-            "promotion.decision",
-            f"not selected: lower CV ROC-AUC than {decision.challenger}",
-        )
+def record_decision(client: Any, decision: PromotionDecision, tracked: list[TrackedModel]) -> None:
+    """Write the decision where the registry UI shows it; move the alias last but one, so that a
+    crash leaves no version tagged "promoted" that never was the champion."""
+    name, version = decision.registered_model, decision.challenger_version
+    if version == decision.champion_version_before:
+        return  # the champion failed today's floors: it stays, and its own record stays as it was
+    if decision.promoted:
+        if decision.champion_version_before:
+            client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, decision.champion_version_before)
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, DECISION_TAG, decision.outcome)
+    set_description_section(client, name, version, "Promotion", decision_text(decision))
+    for other in tracked:
+        if other.version != version and other.created:  # a reused version keeps its own history
+            why = f"Not selected: {decision.challenger} v{version} was the candidate.\n\n{decision_text(decision)}"
+            client.set_model_version_tag(name, other.version, DECISION_TAG, NOT_SELECTED)
+            set_description_section(client, name, other.version, "Promotion", why)
+
+
+def decision_text(decision: PromotionDecision) -> str:
+    verdict = {
+        PROMOTED: f"Promoted to @{CHAMPION}",
+        REJECTED: "Not promoted",
+        LABEL_ALARM: "Not promoted: label alarm, the run failed",
+        IDENTICAL: "Not promoted: identical to the champion",
+    }.get(decision.outcome, decision.outcome)
+    before = f"v{decision.champion_version_before}" if decision.champion_version_before else "none"
+    return f"{verdict} (champion before: {before}).\n\n" + "\n".join(f"- {r}" for r in decision.reasons)
+
+
+def promote_best_model(
+    tracked: list[TrackedModel], evaluations: list[Evaluation], prepared: PreparedData, settings: Settings
+) -> PromotionDecision:
+    """Decide against the current champion and commit only if it is still the champion (else decide
+    again); a label alarm is recorded, then raised."""
+    import mlflow
+
+    name = settings.mlflow.registered_model
+    with tracking_store(settings.tracking_uri):
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        for _ in range(MAX_COMPARISONS):
+            champion = current_champion(client, name)
+            decision = judge(client, tracked, evaluations, prepared, settings, champion)
+            if decision.outcome == ALREADY_CHAMPION:
+                return decision  # nothing to write: a rerun leaves the registry as it was
+            if commit_if_champion_is(client, name, champion, lambda d=decision: record_decision(client, d, tracked)):
+                if decision.alarm:
+                    raise LabelAlarm(f"{name}: {decision.alarm}")
+                return decision
+    raise PipelineError(
+        f"{name}: @champion moved {MAX_COMPARISONS} times while this run compared against it; run again"
+    )
 
 
 @task(name="promote")
@@ -155,7 +337,7 @@ def promote_best_model_task(
         "%s v%s %s: %s",
         decision.challenger,
         decision.challenger_version,
-        "promoted" if decision.promoted else "not promoted",
+        decision.outcome,
         "; ".join(decision.reasons),
     )
     return decision

@@ -1,6 +1,6 @@
 """Track step: one MLflow run per model (params, metrics, plots, data-quality evidence, the model
-artifact), then the registration of that model as a version. The two are separate tasks, so a
-retry of either never repeats the other's side effect."""
+artifact). Registering that model as a version is the next step (tasks/register.py); the two are
+separate tasks, so a retry of either never repeats the other's side effect."""
 
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ from heart_pipeline.registry import (
     ensure_experiment,
     model_signature,
     pinned_requirements,
-    register_model_version,
     run_ui_url,
     skops_trusted_types,
     source_tags,
     uses_tracking_store,
 )
-from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, TrackedModel, ValidationReport
+from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, ValidationReport
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tasks.train import TrainedModel
 
@@ -214,7 +213,7 @@ def log_model_run(
             signature=signature,
             input_example=prepared.x_train.head(2).astype("float64"),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=skops_trusted_types(trained.model),
+            skops_trusted_types=skops_trusted_types(),
             pip_requirements=pinned_requirements(),
         )
     return LoggedRun(
@@ -223,25 +222,6 @@ def log_model_run(
         experiment_id,
         info.model_uri,
         run_ui_url(ui_base, experiment_id, run.info.run_id),
-    )
-
-
-def register_logged_model(
-    logged: LoggedRun, evaluation: Evaluation, dataset: DatasetSummary, settings: Settings, tags: dict[str, str]
-) -> TrackedModel:
-    """Make the logged model a version of the one registered model, tagged with what it is."""
-    name = settings.mlflow.registered_model
-    version_tags = {
-        "algorithm": logged.name,
-        "data.fingerprint": dataset.fingerprint,
-        "decision_threshold": f"{evaluation.threshold:.6f}",
-        "test_roc_auc": f"{evaluation.metrics['test_roc_auc']:.4f}",
-        "cv_roc_auc_mean": f"{evaluation.metrics['cv_roc_auc_mean']:.4f}",
-        "prefect.flow_run_id": tags.get("prefect.flow_run_id", ""),
-    }
-    version = register_model_version(settings.tracking_uri, name, logged.run_id, logged.model_uri, version_tags)
-    return TrackedModel(
-        logged.name, logged.run_id, logged.experiment_id, logged.model_uri, name, version, logged.ui_url
     )
 
 
@@ -274,17 +254,6 @@ def log_model_run_task(
     logged = log_model_run(trained, evaluation, dataset, report, prepared, settings, tags)
     get_run_logger().info("Logged %s to MLflow run %s", logged.name, logged.run_id)
     return logged
-
-
-@task(name="register", task_run_name="register-{logged.name}", retries=2, retry_delay_seconds=5)
-def register_model_task(
-    logged: LoggedRun, evaluation: Evaluation, dataset: DatasetSummary, settings: Settings, tags: dict[str, str]
-) -> TrackedModel:
-    from prefect import get_run_logger
-
-    tracked = register_logged_model(logged, evaluation, dataset, settings, tags)
-    get_run_logger().info("Registered %s as %s version %s", tracked.name, tracked.registered_model, tracked.version)
-    return tracked
 
 
 @uses_tracking_store

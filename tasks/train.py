@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.base import clone
 from sklearn.metrics import roc_curve
 from sklearn.model_selection import FixedThresholdClassifier, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
 from heart_pipeline.algorithms import ALGORITHMS
+from heart_pipeline.compute import one_job_inside, parallel_work
 from heart_pipeline.config import FeatureGroups, Settings, ThresholdConfig
 from heart_pipeline.tasks.preprocess import PreparedData, build_preprocessor
 
@@ -49,7 +49,7 @@ def choose_threshold(
     if policy.strategy == "fixed":
         return policy.value, f"{policy.value:g}: fixed in config (threshold.value)"
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    out_of_fold = cross_val_predict(clone(model), x, y, cv=folds, method="predict_proba")[:, 1]
+    out_of_fold = cross_val_predict(one_job_inside(model), x, y, cv=folds, method="predict_proba")[:, 1]
     threshold = youden_threshold(y.to_numpy(), out_of_fold)
     return threshold, (
         f"{threshold:.3f}: maximises Youden's J (sensitivity + specificity - 1) on {n_splits}-fold "
@@ -71,14 +71,24 @@ def train_model(name: str, prepared: PreparedData, settings: Settings, seed: int
     return TrainedModel(name, model, params, seed, len(x_train), threshold, note)
 
 
+def train_model_on(
+    name: str, prepared: PreparedData, settings: Settings, seed: int, dask_address: str | None
+) -> TrainedModel:
+    """``train_model`` with its folds and trees on the run's cores or the Dask cluster (compute.py)."""
+    with parallel_work(settings.compute.n_jobs, dask_address):
+        return train_model(name, prepared, settings, seed)
+
+
 @task(name="train", task_run_name="train-{name}", tags=["training"])
-async def train_model_task(name: str, prepared: PreparedData, settings: Settings, seed: int) -> TrainedModel:
+async def train_model_task(
+    name: str, prepared: PreparedData, settings: Settings, seed: int, dask_address: str | None = None
+) -> TrainedModel:
     """Async so that the task's timeout really fires: the fit runs in a thread the task stops
     waiting for at the deadline (the thread itself finishes in the background)."""
     import anyio
     from prefect import get_run_logger
 
-    fit = partial(train_model, name, prepared, settings, seed)
+    fit = partial(train_model_on, name, prepared, settings, seed, dask_address)
     trained = await anyio.to_thread.run_sync(fit, abandon_on_cancel=True)
     get_run_logger().info("Trained %s on %d rows with %s, seed %d", name, trained.n_train, trained.params, seed)
     return trained

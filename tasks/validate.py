@@ -303,7 +303,10 @@ def assess_outcomes(frame: pd.DataFrame, contract: Contract, ge_outcomes: list[G
                 rule_check(FINITE_RULE, {}),
             )
         )
-    return outcomes
+    # GE returns results in its own order; the contract's order puts the root causes first (a
+    # missing or constant column before the rules its rows then fail).
+    position = {rule.name: i for i, rule in enumerate(contract.rules)}
+    return sorted(outcomes, key=lambda o: position.get(o.rule, len(position)))
 
 
 def quarantines(ge: GeOutcome) -> bool:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import yaml
+import numpy as np
+import pandas as pd
 
-from heart_pipeline.config import DEFAULT_CONFIG_PATH, PROJECT_ROOT, Settings, load_config, load_settings_and_contract
+from heart_pipeline.config import Settings, load_config, load_settings_and_contract, write_private_config
 from heart_pipeline.contract import Contract
-from heart_pipeline.results import ValidationReport
-from heart_pipeline.tasks.load import read_heart_csv
-from heart_pipeline.tasks.validate import validate_frame, write_validation_outputs
+from heart_pipeline.results import Evaluation, TrackedModel, ValidationReport
+from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
+from heart_pipeline.tasks.load import Dataset, load_dataset, read_heart_csv
+from heart_pipeline.tasks.preprocess import PreparedData, prepare_training_data
+from heart_pipeline.tasks.register import register_logged_model
+from heart_pipeline.tasks.track import log_model_run
+from heart_pipeline.tasks.train import train_model
+from heart_pipeline.tasks.validate import ValidationResult, validate_frame, write_validation_outputs
 
 BIN = Path(sys.executable).parent
 # The tests' row budget (data.max_rows): small, so the over-budget case writes a small file.
@@ -21,25 +28,10 @@ TEST_MAX_ROWS = 20_000
 
 
 def write_test_config(directory: Path, **overrides: object) -> Path:
-    """A config whose outputs and MLflow store live in ``directory``; CV is trimmed for speed."""
-    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config["outputs"]["runs_dir"] = str(directory / "runs")
-    config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
-    config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
-    config["cross_validation"]["n_repeats"] = 1
-    config["models"]["random_forest"]["n_estimators"] = 50
-    config["data"]["max_rows"] = TEST_MAX_ROWS
-    config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = directory / "config.yaml"
-    directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
-    return path
+    """A config whose outputs and MLflow store live in ``directory``; CV is trimmed for speed.
+    Overrides use ``__`` for dots: ``write_test_config(d, validation__on_warning="fail")``."""
+    trimmed = {"cross_validation.n_repeats": 1, "models.random_forest.n_estimators": 50, "data.max_rows": TEST_MAX_ROWS}
+    return write_private_config(directory, {**trimmed, **{k.replace("__", "."): v for k, v in overrides.items()}})
 
 
 def make_settings(directory: Path, **overrides: object) -> tuple[Path, Settings, Contract]:
@@ -68,6 +60,64 @@ def cli_env(api_url: str, home: Path, tracking_uri: str | None = None) -> dict[s
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env
+
+
+_validated: dict[tuple, tuple[Dataset, ValidationResult]] = {}
+
+
+def validated_file(data: Path, settings: Settings) -> tuple[Dataset, ValidationResult]:
+    """The load and gate steps on ``data``, run once per file and gate settings in a session
+    (Great Expectations takes seconds; tests build many candidates from the same file)."""
+    key = (str(data), data.stat().st_mtime_ns, settings.data.model_dump_json(), settings.validation.model_dump_json())
+    if key not in _validated:
+        _, contract = load_settings_and_contract()
+        dataset = load_dataset(data, settings, contract.columns)
+        _validated[key] = (
+            dataset,
+            validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump()),
+        )
+    return _validated[key]
+
+
+def build_candidates(
+    settings: Settings, data: Path, tag: str, relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+) -> tuple[list[TrackedModel], list[Evaluation], PreparedData]:
+    """The training flow's steps called as plain functions (no Prefect), with the test config's values.
+
+    ``relabel`` rewrites the validated rows before the split (e.g. to train a backwards champion).
+    """
+    dataset, validated = validated_file(data, settings)
+    seed = settings.split.seed
+    kept = relabel(validated.kept) if relabel else validated.kept
+    prepared = prepare_training_data(kept, settings.data.target, settings.split.test_size, seed)
+    tracked, evaluations = [], []
+    for name in settings.training.models:
+        trained = train_model(name, prepared, settings, seed)
+        proba = held_out_probabilities(trained, prepared)
+        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+        tags = {"prefect.flow_run_id": tag}
+        logged = log_model_run(trained, evaluation, dataset.summary, validated.report, prepared, settings, tags)
+        tracked.append(register_logged_model(logged, evaluation, prepared, settings, tags))
+        evaluations.append(evaluation)
+    return tracked, evaluations, prepared
+
+
+def with_changes(settings: Settings, **sections: dict) -> Settings:
+    """``settings`` with some fields of some sections replaced: ``with_changes(s, promotion={"margin": 1})``."""
+    return settings.model_copy(update={k: getattr(settings, k).model_copy(update=v) for k, v in sections.items()})
+
+
+class MarkerWritingModel:
+    """Unpickling this object writes a file: the stand-in for any code an attacker wants run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def predict(self, rows: object) -> np.ndarray:
+        return np.zeros(len(rows))  # type: ignore[arg-type]
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:

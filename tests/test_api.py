@@ -30,8 +30,8 @@ from heart_pipeline.api_limits import bounded_errors
 from heart_pipeline.config import load_config, load_settings_and_contract
 from heart_pipeline.errors import ConfigError
 from heart_pipeline.ingest_jobs import STATE_NAME, IngestJobs, Retention
-from tests.helpers import write_test_config
-from tests.test_model_lifecycle import build_candidates, champion_of
+from tests.helpers import build_candidates, write_test_config
+from tests.test_model_lifecycle import champion_of
 
 TOKEN = "a-test-token-of-enough-length"
 README_PATIENT = {

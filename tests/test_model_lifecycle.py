@@ -9,48 +9,18 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
 
-from heart_pipeline.config import Settings, load_settings_and_contract
+from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.errors import PipelineError
 from heart_pipeline.registry import CHAMPION, rollback_champion
-from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
-from heart_pipeline.tasks.load import load_dataset
-from heart_pipeline.tasks.preprocess import prepare_training_data
 from heart_pipeline.tasks.promote import promote_best_model
-from heart_pipeline.tasks.track import log_model_run, register_logged_model
-from heart_pipeline.tasks.train import train_model
-from heart_pipeline.tasks.validate import validate_frame
-from tests.helpers import BIN, cli_env, write_test_config
+from tests.helpers import BIN, build_candidates, cli_env, with_changes, write_test_config
 
 pytestmark = pytest.mark.e2e
-
-
-def build_candidates(settings: Settings, data: Path, tag: str) -> tuple[list, list, Any]:
-    """The training flow's steps called as plain functions (no Prefect), with the test config's values."""
-    _, contract = load_settings_and_contract()
-    dataset = load_dataset(data, settings, contract.columns)
-    validated = validate_frame(dataset.raw, dataset.path, contract, **settings.validation.model_dump())
-    seed = settings.split.seed
-    prepared = prepare_training_data(validated.kept, settings.data.target, settings.split.test_size, seed)
-    tracked, evaluations = [], []
-    for name in settings.training.models:
-        trained = train_model(name, prepared, settings, seed)
-        proba = held_out_probabilities(trained, prepared)
-        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
-        tags = {"prefect.flow_run_id": tag}
-        logged = log_model_run(trained, evaluation, dataset.summary, validated.report, prepared, settings, tags)
-        tracked.append(register_logged_model(logged, evaluation, dataset.summary, settings, tags))
-        evaluations.append(evaluation)
-    return tracked, evaluations, prepared
-
-
-def with_changes(settings: Settings, **sections: dict) -> Settings:
-    return settings.model_copy(update={k: getattr(settings, k).model_copy(update=v) for k, v in sections.items()})
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +94,10 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(store: dict) -> None:
     assert any("worse than margin" in r for r in decision.reasons)
     tags = store["client"].get_model_version("heart-disease", decision.challenger_version).tags
     assert tags["promotion.decision"] == "rejected"
-    assert json.loads(tags["promotion.champion_metrics_today"])["test_roc_auc"] > 0.8
+    assert decision.champion_metrics is not None and decision.champion_metrics["test_roc_auc"] > 0.8
+    description = store["client"].get_model_version("heart-disease", decision.challenger_version).description
+    assert "## Model" in description and "## Promotion\nNot promoted (champion before: v" in description
+    assert "worse than margin" in description
 
 
 def test_gate_refuses_a_model_below_a_floor(store: dict) -> None:

@@ -59,3 +59,13 @@ def test_unknown_category_is_ignored_and_missing_values_imputed(clean_frame: pd.
     odd.loc[odd.index[1], "chol"] = np.nan
     out = preprocessor.transform(odd)
     assert np.isfinite(out).all()
+
+
+def test_parquet_exports_hold_the_same_frames_as_csv(tmp_path: Path, clean_frame: pd.DataFrame) -> None:
+    prepared = prepare_training_data(clean_frame, "target", 0.2, 42)
+    as_csv = write_training_exports(prepared, SETTINGS.features, "target", tmp_path / "csv")
+    as_parquet = write_training_exports(prepared, SETTINGS.features, "target", tmp_path / "pq", "parquet")
+    assert [p.stem for p in as_csv] == [p.stem for p in as_parquet]
+    assert all(p.suffix == ".parquet" for p in as_parquet)
+    for csv_path, parquet_path in zip(as_csv, as_parquet, strict=True):
+        pd.testing.assert_frame_equal(pd.read_csv(csv_path), pd.read_parquet(parquet_path), check_dtype=False)

@@ -164,7 +164,7 @@ def test_two_concurrent_runs_keep_separate_complete_outputs(
 
 
 def test_training_runs_on_a_local_dask_cluster(prefect_server: str, tmp_path: Path, clean_csv: Path) -> None:
-    """The tasks and their results survive pickling to Dask worker processes."""
+    """CV folds and forest trees run on local Dask worker processes; the run completes and registers both."""
     from heart_pipeline.flows.training_dask import heart_training_dask
 
     config = write_test_config(tmp_path)

@@ -17,19 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from heart_pipeline import trust
 from heart_pipeline.trust import SKOPS_TRUSTED_TYPES, UntrustedModelError
-
-
-class MarkerWritingModel:
-    """Unpickling this object writes a file: the stand-in for any code an attacker wants run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def predict(self, rows: object) -> np.ndarray:
-        return np.zeros(len(rows))  # type: ignore[arg-type]
-
-    def __reduce__(self) -> tuple:
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+from tests.helpers import MarkerWritingModel
 
 
 def save(model: object, path: Path, serialization: str) -> Path:
