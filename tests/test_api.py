@@ -417,6 +417,32 @@ def test_a_champion_that_cannot_load_is_refused_and_the_last_good_one_serves(api
     assert api.get("/health").status_code == 200
 
 
+@pytest.mark.e2e
+def test_a_cloudpickle_champion_is_refused_and_the_last_good_one_serves(api: TestClient, served: dict) -> None:
+    """A working model in cloudpickle format, carrying the champion's own tags: only the trusted loader stops it."""
+    from heart_pipeline.registry import load_model_version, tracking_store
+
+    client, good, uri = served["client"], served["champion"], served["settings"].tracking_uri
+    with tracking_store(uri):
+        model = load_model_version(uri, "heart-disease", good)
+        with mlflow.start_run() as run:
+            info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+        tags = client.get_model_version("heart-disease", good).tags
+        pickled = str(
+            client.create_model_version("heart-disease", info.model_uri, run_id=run.info.run_id, tags=tags).version
+        )
+    client.set_registered_model_alias("heart-disease", "champion", pickled)
+    try:
+        time.sleep(0.05)
+        health = api.get("/health")
+        assert health.status_code == 503, health.text
+        assert health.json()["serving_version"] == good and "cloudpickle" in health.json()["reason"]
+        predicted = api.post("/predict", json=README_PATIENT)
+        assert predicted.status_code == 200 and predicted.json()["model_version"] == good
+    finally:
+        client.set_registered_model_alias("heart-disease", "champion", good)
+
+
 def test_no_champion_at_all_is_503(bare: TestClient) -> None:
     health = bare.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
