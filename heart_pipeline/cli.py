@@ -10,7 +10,8 @@ import atexit
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,71 +24,82 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
-def _prepare_flow_call(config: str | None, data: str | None) -> Callable[[], None]:
-    """Check the inputs and get a Prefect server going, before Prefect is imported.
+@contextmanager
+def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable[[], None]]:
+    """The inputs checked, then a Prefect server for the flow call in the block.
 
-    Returns the wait for that server, to be called once the flow modules are imported: the server
-    starts while the imports run. When the user chose a server (PREFECT_API_URL), the data file is
-    left to the load step so that its failure is recorded there as a Failed flow run.
+    With no server configured (PREFECT_API_URL or the Prefect profile) the data file is checked too,
+    and the project's background server is reused or started (heart_pipeline.local_server); else
+    the data file is left to the load step so that its failure is recorded as a Failed flow run.
+    Prefect has read its settings by then (the API check imports it), so the server's URL goes into
+    Prefect's own ``temporary_settings`` for the block, and into the environment for child processes.
     """
-    import os
-
     from heart_pipeline import local_server, preflight
     from heart_pipeline.config import load_config
+    from heart_pipeline.runtime import quiet_console
 
     settings = load_config(config)
     preflight.check_before_run(settings.tracking_uri)  # the store, and the Prefect API when one is set
-    if os.environ.get("PREFECT_API_URL") or settings.prefect.local_server == "ephemeral":
-        return lambda: None
-    data_path = settings.resolve(data or settings.data.path)
-    if data is not None or data_path.exists():  # an absent default file is written by the load step
-        preflight.check_data_file(data_path, settings.data.max_memory_mb)
-    server = local_server.use_for_this_process()
+    server = None
+    if not preflight.configured_prefect_api() and settings.prefect.local_server == "background":
+        data_path = settings.resolve(data or settings.data.path)
+        if data is not None or data_path.exists():  # an absent default file is written by the load step
+            preflight.check_data_file(data_path, settings.data.max_memory_mb)
+        server = local_server.use_for_this_process()
+    quiet_console()
     if server is not None and server.started_now:
         print(
             f"heart-pipeline: started a Prefect server in the background for this and later calls: "
-            f"{server.api_url.removesuffix('/api')} (stop it with `heart-pipeline stack down`)",
+            f"{server.api_url.removesuffix('/api')} (stop it with `make down`)",
             file=sys.stderr,
         )
-    return lambda: local_server.wait_ready(server) if server else None
+    with ExitStack() as settings_scope:
+
+        def ready() -> None:
+            """Call once the flow is imported (the server starts meanwhile), right before calling it."""
+            if server is None:
+                return
+            local_server.wait_ready(server)
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            settings_scope.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+
+        yield ready
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    wait_for_server = _prepare_flow_call(args.config, args.data)
-    from heart_pipeline.flows.training import heart_training
+    with _flow_environment(args.config, args.data) as ready:
+        from heart_pipeline.flows.training import heart_training
 
-    wait_for_server()
-
-    return heart_training(
-        data_path=_absolute(args.data),
-        config_path=_absolute(args.config),
-        models=args.models,
-        seed=args.seed,
-        disease_label=args.disease_label,
-        dask_address=args.dask,
-    )
+        ready()
+        return heart_training(
+            data_path=_absolute(args.data),
+            config_path=_absolute(args.config),
+            models=args.models,
+            seed=args.seed,
+            disease_label=args.disease_label,
+            dask_address=args.dask,
+        )
 
 
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
-    wait_for_server = _prepare_flow_call(args.config, args.data)
-    from heart_pipeline.flows.data_quality import heart_data_quality
+    with _flow_environment(args.config, args.data) as ready:
+        from heart_pipeline.flows.data_quality import heart_data_quality
 
-    wait_for_server()
-
-    return heart_data_quality(
-        data_path=_absolute(args.data), config_path=_absolute(args.config), disease_label=args.disease_label
-    )
+        ready()
+        return heart_data_quality(
+            data_path=_absolute(args.data), config_path=_absolute(args.config), disease_label=args.disease_label
+        )
 
 
 def _score(args: argparse.Namespace) -> dict[str, Any]:
-    wait_for_server = _prepare_flow_call(args.config, args.data)
-    from heart_pipeline.flows.batch_scoring import heart_batch_scoring
+    with _flow_environment(args.config, args.data) as ready:
+        from heart_pipeline.flows.batch_scoring import heart_batch_scoring
 
-    wait_for_server()
-
-    return heart_batch_scoring(
-        data_path=str(_absolute(args.data)), out_path=_absolute(args.out), config_path=_absolute(args.config)
-    )
+        ready()
+        return heart_batch_scoring(
+            data_path=str(_absolute(args.data)), out_path=_absolute(args.out), config_path=_absolute(args.config)
+        )
 
 
 def _rollback(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,10 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(_print_last_words)
     from heart_pipeline.errors import PipelineError, shorten
 
-    if args.command in ("train", "validate", "score"):
-        from heart_pipeline.runtime import quiet_console
-
-        quiet_console()
     try:
         result = args.handler(args)
     except PipelineError as exc:
