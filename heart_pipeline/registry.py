@@ -85,7 +85,7 @@ def tracking_store(uri: str) -> Iterator[None]:
             _store_state["depth"] -= 1
             if _store_state["depth"] == 0:
                 # None restores MLflow's default; its type hint says str but it accepts None.
-                mlflow.set_tracking_uri(_store_state["previous"])  # type: ignore[arg-type]
+                mlflow.set_tracking_uri(_store_state["previous"])
 
 
 def uses_tracking_store(func: Callable[P, R]) -> Callable[P, R]:

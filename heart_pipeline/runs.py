@@ -136,7 +136,7 @@ def crash_if_terminated(flow_run: FlowRun, state: State[Any]) -> State[Any]:
 
     if not state.is_failed() or not caused_by_termination(state.result(raise_on_failure=False)):
         return state
-    crashed = Crashed(message="Stopped by SIGTERM (a termination signal) before it finished.")
+    crashed: State[Any] = Crashed(message="Stopped by SIGTERM (a termination signal) before it finished.")
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.id, crashed, force=True)
     return crashed

@@ -11,6 +11,7 @@ flows"). Without it a killed run stays Running forever.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 HEARTBEAT_SECONDS = 30  # Prefect's minimum; the flow-run processes started by the stack's worker use it
 ZOMBIE_AFTER_SECONDS = 90  # three missed heartbeats
@@ -45,6 +46,8 @@ def zombie_automation() -> object:
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
+                name=None,
+                force=False,
                 message=f"No heartbeat for {ZOMBIE_AFTER_SECONDS}s: the flow-run process died.",
             )
         ],
@@ -58,7 +61,9 @@ def ensure_zombie_automation(api_url: str) -> str:
 
     with temporary_settings({PREFECT_API_URL: api_url}):
         try:
-            return str(Automation.read(name=AUTOMATION_NAME).id)
+            # Prefect's sync_compatible methods are typed as coroutines; called from sync code they return the value.
+            found: Any = Automation.read(name=AUTOMATION_NAME)
+            return str(found.id)
         except ValueError:
             pass  # not there yet
         automation = zombie_automation()

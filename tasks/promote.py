@@ -14,6 +14,7 @@ The gate never serves a backwards model:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def floor_check(metrics: dict[str, float], floors: dict[str, float]) -> tuple[bo
 
 def first_passing(ranked: list[Evaluation], floors: dict[str, float]) -> tuple[Evaluation | None, list[str]]:
     """The best-ranked candidate that passes every floor, and why each better-ranked one did not."""
-    notes = []
+    notes: list[str] = []
     for evaluation in ranked:
         passed, reasons = floor_check(evaluation.metrics, floors)
         if passed:
@@ -210,7 +211,7 @@ def judge(
             champion_version_before=champion,
             champion_metrics=extra.pop("champion_metrics", None),
             champion_version_after=version if promoted else champion,
-            comparison=compare_on_same_folds(*pair, prepared.n_train, settings.cross_validation.n_splits)
+            comparison=compare_on_same_folds(pair[0], pair[1], prepared.n_train, settings.cross_validation.n_splits)
             if len(pair) == 2
             else None,
             floors=dict(policy.floors),
@@ -311,7 +312,7 @@ def promote_best_model(
             decision = judge(client, tracked, evaluations, prepared, settings, champion)
             if decision.outcome == ALREADY_CHAMPION:
                 return decision  # nothing to write: a rerun leaves the registry as it was
-            if commit_if_champion_is(client, name, champion, lambda d=decision: record_decision(client, d, tracked)):
+            if commit_if_champion_is(client, name, champion, partial(record_decision, client, decision, tracked)):
                 if decision.alarm:
                     raise LabelAlarm(f"{name}: {decision.alarm}")
                 return decision
