@@ -162,7 +162,7 @@ class Result:
 
 
 def run_ours(data: Path, config: Path, env: dict[str, str], timeout: float) -> tuple[Measured, dict[str, Any]]:
-    command = [str(BIN / "heart-pipeline"), "train", "--data", str(data), "--config", str(config)]
+    command = [str(BIN / "heart-pipeline"), "train", "--json", "--data", str(data), "--config", str(config)]
     measured = run_measured(command, env, timeout)
     if measured.returncode != 0:
         raise SystemExit(f"bench: the pipeline failed on {data}: {measured.stderr.strip().splitlines()[-1:]}")
@@ -185,7 +185,7 @@ def bench_size(rows: int, repeats: int, out: Path, base_config: Path, overrides:
         work = out / "work" / f"{label(rows)}-{repeat}"
         config = write_private_config(work, overrides, base_config)
         measured, summary = run_ours(data, config, env, timeout=7200)
-        ours_auc = {name: m["test_metrics"]["test_roc_auc"] for name, m in summary["models"].items()}
+        ours_auc = {name: m["metrics"]["test_roc_auc"] for name, m in summary["models"].items()}
         steps = task_seconds(summary["run_dir"])
         results.append(
             Result(
