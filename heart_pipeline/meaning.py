@@ -115,10 +115,11 @@ def label_inversion_reason(effects: list[MarkerEffect], min_reversed: int, max_p
     if len(backwards) < min_reversed:
         return None
     shown = "; ".join(e.describe() for e in backwards)
+    # The remedy comes before the evidence, so it survives when a long line is cut for the terminal.
     return (
-        f"target looks inverted: {len(backwards)} of {len(effects)} disease markers point the other way "
-        f"(one-sided p < {max_p_value:g} each): {shown}. If this file codes disease as 0, declare it with "
-        "--disease-label 0 (or data.disease_label: 0 in config); otherwise check how target was derived"
+        f"target looks inverted: {len(backwards)} of {len(effects)} disease markers point the other way; "
+        "if this file codes disease as 0, declare it with --disease-label 0 (or data.disease_label: 0 in "
+        f"config), otherwise check how target was derived (one-sided p < {max_p_value:g} each): {shown}"
     )
 
 
@@ -271,6 +272,11 @@ def coding_evidence(values: pd.Series, reference_shares: dict[str, float], their
     return evidence
 
 
+def only_marks_missing(their_to_ours: dict[str, Any]) -> bool:
+    """True when a foreign coding keeps every code of this column and only adds missing-value markers."""
+    return all(ours is None or str(ours) == str(theirs) for theirs, ours in their_to_ours.items())
+
+
 def foreign_coding_fits(
     frame: pd.DataFrame,
     columns: list[str],
@@ -286,6 +292,10 @@ def foreign_coding_fits(
     for name, recodes in codings.items():
         for column in columns:
             if column not in frame.columns or column not in recodes or column not in reference["columns"]:
+                continue
+            if only_marks_missing(recodes[column]):
+                # Kaggle's ca 4 and thal 0 are its missing-value markers: every other code means what ours
+                # means, so the column is not foreign; those cells fail the code set and are quarantined.
                 continue
             shares = reference["columns"][column]["shares"]
             evidence = coding_evidence(frame[column], shares, recodes[column])

@@ -15,6 +15,8 @@ import pandas as pd
 from prefect import task
 
 import heart_pipeline.contract
+import heart_pipeline.expectations
+import heart_pipeline.meaning
 import heart_pipeline.tasks.load
 from heart_pipeline.caching import data_step_cache_policy
 from heart_pipeline.codebook import Codebook, load_codebook
@@ -493,8 +495,14 @@ def _json_default(value: Any) -> Any:
 
 @task(
     name="validate",
+    # Every module whose code decides the verdict: a change to any of them must not serve an old verdict.
     cache_policy=data_step_cache_policy(
-        "dataset", sys.modules[__name__], heart_pipeline.tasks.load, heart_pipeline.contract
+        "dataset",
+        sys.modules[__name__],
+        heart_pipeline.tasks.load,
+        heart_pipeline.contract,
+        heart_pipeline.meaning,
+        heart_pipeline.expectations,
     ),
     cache_expiration=timedelta(days=7),
     persist_result=True,

@@ -187,6 +187,9 @@ def test_a_cached_validation_still_writes_a_complete_run_folder(
 
     config = write_test_config(tmp_path)
     first = heart_training(data_path=str(clean_csv), config_path=str(config), models=["logistic_regression"])
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    versions_before = sorted(v.version for v in client.search_model_versions("name='heart-disease'"))
+    champion_before = client.get_model_version_by_alias("heart-disease", "champion").version
     shutil.rmtree(tmp_path / "runs")  # a cached verdict must not depend on an earlier run's files
     state = heart_training(
         data_path=str(clean_csv), config_path=str(config), models=["logistic_regression"], return_state=True
@@ -197,6 +200,9 @@ def test_a_cached_validation_still_writes_a_complete_run_folder(
         assert Path(second["run_dir"], relative).exists(), relative
     assert first["data_fingerprint"] == second["data_fingerprint"]
     assert task_states(state.state_details.flow_run_id)["validate"] == "Cached"
+    # No churn: the same data, config and code register no new version and leave @champion where it was.
+    assert sorted(v.version for v in client.search_model_versions("name='heart-disease'")) == versions_before
+    assert client.get_model_version_by_alias("heart-disease", "champion").version == champion_before
 
 
 def task_states(flow_run_id: object) -> dict[str, str]:
