@@ -122,7 +122,7 @@ def test_deployment_run_end_to_end(live_stack: dict, clean_csv: Path, tmp_path_f
         assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= plots
     versions = client.search_model_versions()
     assert {v.name for v in versions} == {load_config().mlflow.registered_model}
-    assert client.get_model_version_by_alias("heart-disease", "champion")
+    champion = client.get_model_version_by_alias("heart-disease", "champion").version
 
     # 3. The same data again: the validation verdict is served from cache, visibly.
     code, second_id, output = deployment_run(
@@ -136,8 +136,9 @@ def test_deployment_run_end_to_end(live_stack: dict, clean_csv: Path, tmp_path_f
     for relative in ("data/X_train_clean.csv", "validation/validation_report.json"):
         assert (run_folders[1] / relative).exists(), f"every run folder is complete: {relative}"
 
-    versions = client.search_model_versions()
-    assert len(versions) == 4
+    # No churn: the same data, config and code register nothing new and leave @champion where it was.
+    assert len(client.search_model_versions()) == len(versions) == 2
+    assert client.get_model_version_by_alias("heart-disease", "champion").version == champion
 
     # 4. A file that fails the gate: the run ends Failed, with the reason on the run and an artifact.
     case = next(c for c in CASES if c.name == "target-value-2")
