@@ -39,7 +39,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     with tags(f"data:{dataset.fingerprint[:8]}"):
         # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
         validated = validate_dataset_task(dataset, scoring_contract, settings.validation, max_invalid_fraction=1.0)
-        report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))
+        report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
         scored = score_patients_task(
             validated.kept,
             list(scoring_contract.columns),

@@ -35,7 +35,7 @@ def heart_data_quality(
     dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         validated = validate_dataset_task(dataset, contract, settings.validation)
-        report = save_validation_task(validated, run_dir / "validation", keep_rows=True)
+        report = save_validation_task(validated, dataset.path, run_dir / "validation", keep_rows=True)
         mlflow_url = log_validation_run_task(report, dataset.summary, settings, {"prefect.flow_run_id": flow_run_id()})
         apply_gate_task(report)
     return {

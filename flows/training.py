@@ -57,7 +57,7 @@ def heart_training(
     dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
     with tags(f"data:{dataset.fingerprint[:8]}"):
         validated = validate_dataset_task(dataset, contract, settings.validation)
-        report = apply_gate_task(save_validation_task(validated, run_dir / "validation"))
+        report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
         prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
         # One model after the other, each with the run's whole core budget (or the Dask cluster):
         # two concurrent models would oversubscribe the cores (compute.py; measured in the README).

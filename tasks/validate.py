@@ -535,9 +535,16 @@ def validate_dataset_task(
 
 
 @task(name="save-validation")
-def save_validation_task(result: ValidationResult, out_dir: Path, keep_rows: bool = False) -> ValidationReport:
-    """Write this run's evidence (also when the verdict came from cache, so every run folder is complete)."""
-    return write_validation_outputs(result, out_dir, keep_rows)
+def save_validation_task(
+    result: ValidationResult, data_path: str, out_dir: Path, keep_rows: bool = False
+) -> ValidationReport:
+    """Write this run's evidence (also when the verdict came from cache, so every run folder is complete).
+
+    The verdict is cached by content, so a cached one may carry another file's name: the report and every
+    message name the file this run was given.
+    """
+    named = ValidationResult(replace(result.report, data_path=data_path), result.kept, result.quarantine)
+    return write_validation_outputs(named, out_dir, keep_rows)
 
 
 @task(name="apply-gate")
