@@ -6,16 +6,8 @@
 # run's state until it is Crashed (about 90-120 s: 30 s heartbeats, 90 s without one).
 set -euo pipefail
 : "${PREFECT_API_URL:?set PREFECT_API_URL (source .prefect/stack/stack.env)}"
-BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin"
-LOG="$(mktemp)"
 export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30
-"$BIN/heart-pipeline" train ${1:+--config "$1"} 2>"$LOG" >/dev/null &
-PID=$!
-until grep -q "Task run 'train-" "$LOG"; do
-  kill -0 "$PID" 2>/dev/null || { echo "train ended before it could be killed:"; tail -3 "$LOG"; exit 1; }
-  sleep 0.5
-done
-FLOW_RUN=$(grep -o "flow-run/[0-9a-f-]\{36\}" "$LOG" | head -1 | cut -d/ -f2)
+source "$(dirname "$0")/start_train.sh" "${1:-}"
 kill -KILL "$PID"
 KILLED_AT=$(date +%s)
 echo "killed pid $PID (flow run $FLOW_RUN) with SIGKILL"

@@ -4,15 +4,7 @@
 # Cancelled (never left Running), and no MLflow run of it is left RUNNING.
 #   scripts/check_sigterm.sh [config.yaml]      (uses PREFECT_API_URL if set, else the background server)
 set -euo pipefail
-BIN="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin"
-LOG="$(mktemp)"
-"$BIN/heart-pipeline" train ${1:+--config "$1"} 2>"$LOG" >/dev/null &
-PID=$!
-until grep -q "Task run 'train-" "$LOG"; do
-  kill -0 "$PID" 2>/dev/null || { echo "train ended before it could be stopped:"; tail -3 "$LOG"; exit 1; }
-  sleep 0.5
-done
-FLOW_RUN=$(grep -o "flow-run/[0-9a-f-]\{36\}" "$LOG" | head -1 | cut -d/ -f2)
+source "$(dirname "$0")/start_train.sh" "${1:-}"
 STOPPED_AT=$(date +%s.%N)
 kill -TERM "$PID"
 set +e
