@@ -20,7 +20,12 @@ def fingerprint_bytes(data: bytes) -> str:
 
 
 def fingerprint_file(path: Path) -> str:
-    return fingerprint_bytes(path.read_bytes())
+    """The same digest as ``fingerprint_bytes`` of the file's bytes, read in chunks (model files, large inputs)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def code_digest(modules: list[ModuleType]) -> str:

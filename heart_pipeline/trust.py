@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from heart_pipeline.caching import fingerprint_file
 from heart_pipeline.errors import PipelineError
 
 # skops trusts scikit-learn's estimators, numpy arrays and scipy matrices by itself; these are the
@@ -38,7 +39,6 @@ SKOPS_FORMAT = "skops"
 MODEL_KEY_ENV = "HEART_PIPELINE_MODEL_KEY"
 SHA256_TAG = "model.sha256"
 HMAC_TAG = "model.hmac"
-CHUNK_BYTES = 1 << 20
 
 
 class UntrustedModelError(PipelineError):
@@ -47,14 +47,6 @@ class UntrustedModelError(PipelineError):
 
 def refuse(label: str, why: str) -> UntrustedModelError:
     return UntrustedModelError(f"{label}: refused to load: {why}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def model_key() -> bytes | None:
@@ -69,7 +61,7 @@ def model_hmac(sha256: str, key: bytes) -> str:
 
 def identity_tags(model_file: Path) -> dict[str, str]:
     """The tags that let a later load prove these are the bytes this pipeline registered."""
-    sha256 = file_sha256(model_file)
+    sha256 = fingerprint_file(model_file)
     key = model_key()
     return {SHA256_TAG: sha256, **({HMAC_TAG: model_hmac(sha256, key)} if key else {})}
 
@@ -95,7 +87,7 @@ def verify_identity(model_file: Path, tags: Mapping[str, str], label: str) -> No
     recorded = tags.get(SHA256_TAG)
     if not recorded:
         raise refuse(label, f"no {SHA256_TAG} tag: it was not registered by this pipeline")
-    actual = file_sha256(model_file)
+    actual = fingerprint_file(model_file)
     if not hmac.compare_digest(actual, recorded):
         raise refuse(label, f"model file changed after registration (SHA-256 {actual[:12]}..., tag {recorded[:12]}...)")
     key = model_key()

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import task
 
 from heart_pipeline.algorithms import ALGORITHMS
+from heart_pipeline.caching import fingerprint_file
 from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.registry import (
     CODEBOOK_TAG,
@@ -31,7 +32,7 @@ from heart_pipeline.registry import (
 )
 from heart_pipeline.results import Evaluation, LoggedRun, TrackedModel
 from heart_pipeline.tasks.preprocess import PreparedData
-from heart_pipeline.trust import code_fingerprint, content_key, file_sha256, row_hashes
+from heart_pipeline.trust import code_fingerprint, content_key, row_hashes
 
 # The code a model depends on: the base package and its steps (flows only compose them).
 CODE_PACKAGES = ("heart_pipeline", "heart_pipeline.tasks")
@@ -54,7 +55,7 @@ def training_settings(settings: Settings, algorithm: str) -> dict[str, Any]:
     data = settings.data.model_dump(mode="json", exclude={"path"})
     return {
         "data": data,
-        "contract": file_sha256(settings.resolve_resource(settings.contract.suite_path)),
+        "contract": fingerprint_file(settings.resolve_resource(settings.contract.suite_path)),
         "validation": settings.validation.model_dump(mode="json"),
         "features": settings.features.model_dump(mode="json"),
         "split": settings.split.model_dump(mode="json"),
