@@ -28,7 +28,7 @@ test: install lint typecheck  ## the full gate CI runs: lint, types, every test 
 	$(BIN)/python -m pytest
 
 test-fast: install  ## pure functions only, no server: the inner loop (under a minute)
-	$(BIN)/python -m pytest -m "not e2e and not stack" -q
+	$(BIN)/python -m pytest -m "not e2e and not stack" -q -n auto
 
 typecheck: install
 	$(BIN)/mypy

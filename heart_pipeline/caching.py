@@ -9,8 +9,8 @@ hashing the rows themselves would cost more than the fingerprint the load step a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 
@@ -28,18 +28,23 @@ def fingerprint_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def code_digest(modules: list[ModuleType]) -> str:
+def code_digest(module_names: list[str]) -> str:
+    """The modules' source, found without importing them (the validate step's GE expectations cost
+    seconds to import, and only a run that validates needs them)."""
     digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(str(module.__file__)).read_bytes())
+    for name in module_names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"cache policy: no source for module {name!r}")
+        digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()
 
 
-def data_step_cache_policy(dataset_argument: str, *modules: ModuleType) -> Any:
-    """INPUTS without ``dataset_argument``, plus that argument's ``.fingerprint`` and the modules' code."""
+def data_step_cache_policy(dataset_argument: str, *module_names: str) -> Any:
+    """INPUTS without ``dataset_argument``, plus that argument's ``.fingerprint`` and the named modules' code."""
     from prefect.cache_policies import INPUTS, CacheKeyFnPolicy
 
-    code = code_digest(list(modules))
+    code = code_digest(list(module_names))
 
     def content_key(_context: Any, parameters: dict[str, Any]) -> str:
         dataset = parameters.get(dataset_argument)

@@ -9,7 +9,7 @@ constant columns (``expect_column_unique_value_count_to_be_between``) and duplic
 - ``expect_column_value_shares_to_match_reference``: placeholders and shift (a reference profile).
 
 Each is a GE metric (so GE computes and caches it like its own) plus an expectation class, so it
-runs in the checkpoint, has GE's native severity and notes, and shows in the run's report. The
+runs in the suite's validation, has GE's native severity and notes, and shows in the run's report. The
 statistics are pure functions in heart_pipeline.meaning. Importing this module registers the
 classes with GE (it imports GE: only the validate step does so). Run-time inputs (the reference
 profile, the codebook's codings) are filled into the kwargs by ``resolve_expectations``.

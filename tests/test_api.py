@@ -443,6 +443,7 @@ def test_a_cloudpickle_champion_is_refused_and_the_last_good_one_serves(api: Tes
         client.set_registered_model_alias("heart-disease", "champion", good)
 
 
+@pytest.mark.e2e
 def test_no_champion_at_all_is_503(bare: TestClient) -> None:
     health = bare.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"

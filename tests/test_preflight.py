@@ -68,6 +68,7 @@ def _train_without_a_server(config: Path, root: Path, *args: str) -> tuple[subpr
     return result, time.monotonic() - started
 
 
+@pytest.mark.e2e
 def test_cli_reports_bad_inputs_before_any_server_starts(tmp_path: Path) -> None:
     """No PREFECT_API_URL: the CLI would start a background server, but a missing file or a broken
     tracking store is reported first, in seconds, with one line and no server started."""

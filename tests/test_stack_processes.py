@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from heart_pipeline import stack
 
@@ -26,6 +27,7 @@ def layout(tmp_path: Path, prefect_port: int = 1, mlflow_port: int = 2) -> stack
     return stack.StackLayout(tmp_path, tmp_path / "home", tmp_path / "db", tmp_path / "art", prefect_port, mlflow_port)
 
 
+@pytest.mark.e2e
 def test_stop_tree_escalates_to_sigkill_for_the_whole_tree(tmp_path: Path):
     marker = layout(tmp_path)
     env = {**os.environ, stack.MARKER: str(marker.state_dir)}

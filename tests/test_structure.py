@@ -66,6 +66,7 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e
 def test_the_api_loads_no_step_or_flow() -> None:
     code = (
         "import sys, heart_pipeline.api\n"
@@ -76,6 +77,7 @@ def test_the_api_loads_no_step_or_flow() -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.e2e
 def test_local_modules_named_tasks_or_flows_break_nothing(tmp_path: Path) -> None:
     """Invoke's tasks.py or a Celery module in the working directory must not shadow the package."""
     (tmp_path / "tasks.py").write_text("raise SystemExit('the local tasks.py was imported')\n")
