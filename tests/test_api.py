@@ -375,6 +375,15 @@ def api(served: dict) -> Iterator[TestClient]:
             os.environ[TOKEN_ENV] = previous
 
 
+def serving_the_champion(api: TestClient, served: dict) -> str:
+    """The champion loaded and serving: each test starts from it, whatever ran before in this app."""
+    served["client"].set_registered_model_alias("heart-disease", "champion", served["champion"])
+    time.sleep(0.05)  # past api.reload_interval_seconds
+    health = api.get("/health")
+    assert health.status_code == 200 and health.json()["serving_version"] == served["champion"], health.text
+    return served["champion"]
+
+
 @pytest.mark.e2e
 def test_health_scores_the_probe_patient(api: TestClient, served: dict) -> None:
     response = api.get("/health")
@@ -394,7 +403,7 @@ def model_files(served: dict, version: str) -> list[Path]:
 
 @pytest.mark.e2e
 def test_a_champion_that_cannot_load_is_refused_and_the_last_good_one_serves(api: TestClient, served: dict) -> None:
-    client, good, broken = served["client"], served["champion"], served["other"]
+    client, good, broken = served["client"], serving_the_champion(api, served), served["other"]
     weights = [p for p in model_files(served, broken) if p.suffix in (".skops", ".pkl")]
     assert weights, "no model file found for the version to break"
     original = weights[0].read_bytes()
@@ -422,7 +431,7 @@ def test_a_cloudpickle_champion_is_refused_and_the_last_good_one_serves(api: Tes
     """A working model in cloudpickle format, carrying the champion's own tags: only the trusted loader stops it."""
     from heart_pipeline.registry import load_model_version, tracking_store
 
-    client, good, uri = served["client"], served["champion"], served["settings"].tracking_uri
+    client, good, uri = served["client"], serving_the_champion(api, served), served["settings"].tracking_uri
     with tracking_store(uri):
         model = load_model_version(uri, "heart-disease", good)
         with mlflow.start_run() as run:
