@@ -19,6 +19,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# Migrate the background Prefect server's database now, not during the first `train` (about 15 s).
+	$(BIN)/python -m heart_pipeline.local_server
 	@touch $(STAMP)
 
 run: install

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.render import scoring_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
-from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.score import score_patients_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
@@ -36,17 +36,17 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
 
     dataset = load_dataset_task(settings.resolve(data_path), settings, scoring_contract.columns)
-    with tags(f"data:{dataset.fingerprint[:8]}"):
-        # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
-        validated = validate_dataset_task(dataset, scoring_contract, settings.validation, max_invalid_fraction=1.0)
-        report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
-        scored = score_patients_task(
-            validated.kept,
-            list(scoring_contract.columns),
-            settings,
-            run_dir / "scoring",
-            settings.resolve(out_path) if out_path else None,
-        )
+    tag_flow_run(f"data:{dataset.fingerprint[:8]}")
+    # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
+    validated = validate_dataset_task(dataset, scoring_contract, settings.validation, max_invalid_fraction=1.0)
+    report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
+    scored = score_patients_task(
+        validated.kept,
+        list(scoring_contract.columns),
+        settings,
+        run_dir / "scoring",
+        settings.resolve(out_path) if out_path else None,
+    )
     result = {
         "run_dir": str(run_dir),
         "validation_report": report.html_report_path,

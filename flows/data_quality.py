@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.runs import create_run_folder, data_quality_run_name, publish_failure_report
-from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.track import log_validation_run_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
@@ -33,11 +33,11 @@ def heart_data_quality(
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-data-quality", flow_run_id())
 
     dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
-    with tags(f"data:{dataset.fingerprint[:8]}"):
-        validated = validate_dataset_task(dataset, contract, settings.validation)
-        report = save_validation_task(validated, dataset.path, run_dir / "validation", keep_rows=True)
-        mlflow_url = log_validation_run_task(report, dataset.summary, settings, {"prefect.flow_run_id": flow_run_id()})
-        apply_gate_task(report)
+    tag_flow_run(f"data:{dataset.fingerprint[:8]}")
+    validated = validate_dataset_task(dataset, contract, settings.validation)
+    report = save_validation_task(validated, dataset.path, run_dir / "validation", keep_rows=True)
+    mlflow_url = log_validation_run_task(report, dataset.summary, settings, {"prefect.flow_run_id": flow_run_id()})
+    apply_gate_task(report)
     return {
         "run_dir": str(run_dir),
         "mlflow_run": mlflow_url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.compute import dask_cluster
@@ -14,7 +14,7 @@ from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.registry import model_version_ui_url
 from heart_pipeline.render import champion_headline, mlflow_ui_command, training_summary_markdown
 from heart_pipeline.runs import create_run_folder, publish_failure_report, training_run_name
-from heart_pipeline.runtime import flow_run_id
+from heart_pipeline.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.preprocess import preprocess_task
@@ -55,35 +55,31 @@ def heart_training(
     run_tags = {"prefect.flow_run_id": flow_run_id()}
 
     dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
-    with tags(f"data:{dataset.fingerprint[:8]}"):
-        validated = validate_dataset_task(dataset, contract, settings.validation)
-        report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
-        prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
-        # One model after the other, each with the run's whole core budget (or the Dask cluster):
-        # two concurrent models would oversubscribe the cores (compute.py; measured in the README).
-        trained, evaluations, tracked = [], [], []
-        with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
-            for name in models or settings.training.models:
-                # submit + result: the train task is async (so its timeout fires); this waits for it
-                model = (
-                    train_model_task.with_options(
-                        tags=[f"model:{name}"], timeout_seconds=settings.training.timeout_seconds
-                    )
-                    .submit(name, prepared, settings, seed, address)
-                    .result()
-                )
-                trained.append(model)
-                evaluations.append(
-                    evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address)
-                )
-        # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
-        # The validation report goes to MLflow once per flow run; each model run links to it.
-        evidence_url = log_validation_run_task(report, dataset.summary, settings, run_tags)
-        model_run_tags = {**run_tags, EVIDENCE_TAG: evidence_url}
-        for model, evaluation in zip(trained, evaluations, strict=True):
-            logged = log_model_run_task(model, evaluation, dataset.summary, report, prepared, settings, model_run_tags)
-            tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
-        decision = promote_best_model_task(tracked, evaluations, prepared, settings)
+    tag_flow_run(f"data:{dataset.fingerprint[:8]}")
+    validated = validate_dataset_task(dataset, contract, settings.validation)
+    report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
+    prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
+    # One model after the other, each with the run's whole core budget (or the Dask cluster):
+    # two concurrent models would oversubscribe the cores (compute.py; measured in the README).
+    trained, evaluations, tracked = [], [], []
+    with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
+        for name in models or settings.training.models:
+            # submit + result: the train task is async (so its timeout fires); this waits for it
+            model = (
+                train_model_task.with_options(timeout_seconds=settings.training.timeout_seconds)
+                .submit(name, prepared, settings, seed, address)
+                .result()
+            )
+            trained.append(model)
+            evaluations.append(evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address))
+    # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
+    # The validation report goes to MLflow once per flow run; each model run links to it.
+    evidence_url = log_validation_run_task(report, dataset.summary, settings, run_tags)
+    model_run_tags = {**run_tags, EVIDENCE_TAG: evidence_url}
+    for model, evaluation in zip(trained, evaluations, strict=True):
+        logged = log_model_run_task(model, evaluation, dataset.summary, report, prepared, settings, model_run_tags)
+        tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
+    decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     model_rows = [
         {
             "name": t.name,

@@ -201,7 +201,9 @@ def _wilson(successes: np.ndarray, totals: np.ndarray, z: float = 1.96) -> tuple
     share = successes / totals
     centre = (share + z**2 / (2 * totals)) / (1 + z**2 / totals)
     half = z * np.sqrt(share * (1 - share) / totals + z**2 / (4 * totals**2)) / (1 + z**2 / totals)
-    return centre - half, centre + half
+    # The interval always holds the share; at a share of 0 or 1 rounding can put a bound 1e-16 past it,
+    # which matplotlib refuses as a negative error bar (seen on a 10k-row run with an all-disease bin).
+    return np.clip(np.minimum(centre - half, share), 0, 1), np.clip(np.maximum(centre + half, share), 0, 1)
 
 
 def calibration_figure(y_true: np.ndarray, proba: np.ndarray, threshold: float, model: str, brier: float) -> Figure:

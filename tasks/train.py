@@ -79,7 +79,7 @@ def train_model_on(
         return train_model(name, prepared, settings, seed)
 
 
-@task(name="train", task_run_name="train-{name}", tags=["training"])
+@task(name="train", task_run_name="train-{name}")
 async def train_model_task(
     name: str, prepared: PreparedData, settings: Settings, seed: int, dask_address: str | None = None
 ) -> TrainedModel:

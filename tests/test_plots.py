@@ -14,6 +14,8 @@ from sklearn.preprocessing import StandardScaler
 from heart_pipeline.codebook import load_codebook
 from heart_pipeline.plots import (
     PLOT_FILES,
+    _wilson,
+    calibration_figure,
     feature_label,
     model_figures,
     operating_point,
@@ -95,3 +97,21 @@ def test_every_plot_is_drawn_with_the_same_file_names_and_shuffling_noise_is_uni
     assert "threshold 0.50" in title and "sensitivity" in title
     labels = [t.get_text() for t in figures["confusion_matrix"].axes[0].get_xticklabels()]
     assert labels == ["predicted no disease", "predicted disease"]
+
+
+@pytest.mark.parametrize("totals", [15, 100, 201, 1000])
+def test_wilson_interval_holds_a_share_of_none_or_all_exactly(totals: int) -> None:
+    """At a share of 0 or 1 the bound must not pass the share by rounding: matplotlib refuses negative error bars."""
+    n = np.array([float(totals)] * 2)
+    low, high = _wilson(np.array([0.0, float(totals)]), n)
+    assert low[0] == 0.0 and high[1] == 1.0
+    assert (high > low).all() and ((0 <= low) & (high <= 1)).all()
+
+
+def test_calibration_figure_draws_bins_where_everyone_or_nobody_has_disease() -> None:
+    """A separating model on 2,000 test patients: top and bottom bins are all or none (a 10k-row run failed here)."""
+    rng = np.random.default_rng(0)
+    proba = np.sort(rng.random(2000))
+    y_true = (proba > 0.5).astype(int)
+    figure = calibration_figure(y_true, proba, 0.5, "model", 0.1)
+    assert png_bytes(figure).startswith(b"\x89PNG")

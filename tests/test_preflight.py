@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def test_cli_reports_bad_inputs_before_any_server_starts(tmp_path: Path) -> None
 @pytest.mark.e2e
 def test_background_server_is_started_once_reused_and_stopped(tmp_path: Path) -> None:
     layout = replace(local_server.default_layout(), state_dir=tmp_path, prefect_home=tmp_path)
+    database = local_server.prepare_database(layout)  # what `make install` does for the project's server
+    with closing(sqlite3.connect(database)) as db:
+        assert db.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,), "migrated to one head"
+    assert local_server.prepare_database(layout) == database, "idempotent"
     first = local_server.start(layout)
     try:
         assert first.started_now
