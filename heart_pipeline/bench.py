@@ -152,7 +152,7 @@ def task_seconds(run_dir: str) -> dict[str, float]:
 @dataclass
 class Result:
     rows: int
-    kind: str  # ours | bare
+    kind: str  # ours | bare | dask-N
     repeat: int
     wall_seconds: float
     peak_rss_mib: float
@@ -161,8 +161,10 @@ class Result:
     load_average: float = 0.0
 
 
-def run_ours(data: Path, config: Path, env: dict[str, str], timeout: float) -> tuple[Measured, dict[str, Any]]:
-    command = [str(BIN / "heart-pipeline"), "train", "--json", "--data", str(data), "--config", str(config)]
+def run_ours(
+    data: Path, config: Path, env: dict[str, str], timeout: float, extra: tuple[str, ...] = ()
+) -> tuple[Measured, dict[str, Any]]:
+    command = [str(BIN / "heart-pipeline"), "train", "--json", "--data", str(data), "--config", str(config), *extra]
     measured = run_measured(command, env, timeout)
     if measured.returncode != 0:
         raise SystemExit(f"bench: the pipeline failed on {data}: {measured.stderr.strip().splitlines()[-1:]}")
@@ -212,6 +214,48 @@ def bench_size(rows: int, repeats: int, out: Path, base_config: Path, overrides:
             if abs(auc - bare_auc.get(name, float("nan"))) > 1e-9:
                 print(f"  warning: {name} test ROC-AUC differs: ours {auc:.6f}, bare {bare_auc.get(name)}")
     return results
+
+
+def bench_dask(rows: int, workers: list[int], out: Path, base_config: Path, overrides: dict[str, Any]) -> list[Result]:
+    """The pipeline with ``--dask`` on a local cluster of N single-threaded worker processes, for each N.
+
+    The cluster is started here, before the timed run, as a user's existing cluster would be; its
+    workers are not children of the timed process, so their memory is not in the peak RSS.
+    """
+    from distributed import LocalCluster
+
+    data = synthetic_file(rows, out / "data", seed=0)
+    results = []
+    for n in workers:
+        config = write_private_config(out / "work" / f"{label(rows)}-dask{n}", overrides, base_config)
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            extra = ("--dask", str(cluster.scheduler_address))
+            measured, summary = run_ours(data, config, {**os.environ}, timeout=7200, extra=extra)
+        auc = {name: m["metrics"]["test_roc_auc"] for name, m in summary["models"].items()}
+        steps = task_seconds(summary["run_dir"])
+        results.append(
+            Result(rows, f"dask-{n}", 0, measured.wall_seconds, measured.peak_rss_mib, auc, steps, os.getloadavg()[0])
+        )
+        print(f"  {label(rows):>5} dask {n} worker(s): {measured.wall_seconds:7.1f} s")
+    return results
+
+
+def dask_table(results: list[Result]) -> str:
+    """Wall time with N Dask workers against the default runner (this machine's cores, no Dask)."""
+    lines = [
+        "| rows | runner | wall | vs local cores | train + evaluate steps | load avg |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        local = [o.wall_seconds for o in results if o.rows == r.rows and o.kind == "ours"]
+        base = statistics.median(local) if local else float("nan")
+        model_steps = sum(v for k, v in r.steps.items() if k.startswith(("train-", "evaluate-")))
+        runner = "local cores" if r.kind == "ours" else r.kind.replace("dask-", "Dask, ") + " worker(s)"
+        lines.append(
+            f"| {label(r.rows)} | {runner} | {r.wall_seconds:.1f} s | {base / r.wall_seconds:.2f}x | "
+            f"{model_steps:.1f} s | {r.load_average:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def summarise(results: list[Result]) -> pd.DataFrame:
@@ -284,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench", help="results folder (default bench/)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="base config (default the project's)")
     parser.add_argument(
+        "--dask-workers",
+        default="",
+        metavar="N,N,...",
+        help="also run the pipeline on a local Dask cluster of each N workers (e.g. 1,2,4), once per size",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -302,15 +352,20 @@ def main(argv: list[str] | None = None) -> int:
         local_server.wait_ready(server)
     api = os.environ["PREFECT_API_URL"]
     print(f"bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, Prefect API {api}")
+    workers = [int(n) for n in args.dask_workers.split(",") if n.strip()]
     results: list[Result] = []
     for rows in sizes:
         results.extend(bench_size(rows, args.repeats, args.out, args.config, overrides))
+        if workers:
+            results.extend(bench_dask(rows, workers, args.out, args.config, overrides))
         runs = pd.DataFrame([asdict(r) for r in results])
         runs.to_csv(args.out / "bench_runs.csv", index=False)  # after each size: a long run keeps what it has
-        summary = summarise(results)
+        summary = summarise([r for r in results if r.kind in ("ours", "bare")])
         summary.to_csv(args.out / "bench_summary.csv", index=False)
         plot(summary, args.out / "bench.png")
-    print(markdown_table(summarise(results)))
+    print(markdown_table(summarise([r for r in results if r.kind in ("ours", "bare")])))
+    if workers:
+        print(dask_table([r for r in results if r.kind != "bare"]))
     print(f"bench: wrote {args.out / 'bench_runs.csv'}, {args.out / 'bench_summary.csv'}, {args.out / 'bench.png'}")
     return 0
 
