@@ -98,6 +98,51 @@ def fast_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dic
     }
 
 
+class _SortedScores:
+    """The held-out labels and scores sorted once, so that each bootstrap resample is scored in O(n)
+    from its draw counts (no re-sorting, no copy of the rows): the resample that repeats row i
+    ``w[i]`` times has exactly the metrics ``fast_metrics`` gives on that repeated sample."""
+
+    def __init__(self, y_true: np.ndarray, proba: np.ndarray, threshold: float) -> None:
+        order = np.argsort(proba, kind="stable")
+        y, p = y_true[order], proba[order]
+        self.order = order
+        self.positive = y == 1
+        self.predicted = p >= threshold
+        clipped = np.clip(p, 1e-15, 1 - 1e-15)
+        self.loss = np.where(self.positive, -np.log(clipped), -np.log(1 - clipped))
+        # Equal scores form one group: a positive and a negative in the same group count half (ties).
+        self.group = np.concatenate([[0], np.cumsum(p[1:] != p[:-1])])[: len(p)]
+        self.n_groups = int(self.group[-1]) + 1 if len(p) else 0
+
+    def metrics(self, counts: np.ndarray) -> dict[str, float]:
+        """``fast_metrics`` of the resample that draws sorted row i ``counts[i]`` times."""
+        positive_w = np.where(self.positive, counts, 0)
+        negative_w = counts - positive_w
+        n, positives = float(counts.sum()), float(positive_w.sum())
+        negatives = n - positives
+        tp = float(positive_w[self.predicted].sum())
+        fp = float(negative_w[self.predicted].sum())
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / positives if positives else 0.0
+        negatives_in = np.bincount(self.group, weights=negative_w, minlength=self.n_groups)
+        positives_in = np.bincount(self.group, weights=positive_w, minlength=self.n_groups)
+        below = np.cumsum(negatives_in) - negatives_in
+        auc = (
+            float(positives_in @ (below + negatives_in / 2)) / (positives * negatives)
+            if positives and negatives
+            else float("nan")
+        )
+        return {
+            "test_accuracy": (tp + negatives - fp) / n,
+            "test_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "test_precision": precision,
+            "test_recall": recall,
+            "test_roc_auc": auc,
+            "test_log_loss": float(counts @ self.loss) / n,
+        }
+
+
 def bootstrap_intervals(
     y_true: np.ndarray,
     proba: np.ndarray,
@@ -110,22 +155,21 @@ def bootstrap_intervals(
 
     A test set of 61 patients moves ROC-AUC by several points from one split to the next; the
     interval says how far. Resamples are stratified (positives and negatives drawn separately),
-    so every resample keeps the test set's prevalence and ROC-AUC is always defined.
+    so every resample keeps the test set's prevalence and ROC-AUC is always defined. Each resample
+    is scored from its draw counts over the once-sorted rows (``_SortedScores``): linear in the
+    test set, where re-ranking every resample cost 30 ms each at 200,000 test rows.
     """
     y_true = np.asarray(y_true).astype(int)
     proba = np.asarray(proba, dtype="float64")
+    scores = _SortedScores(y_true, proba, threshold)
     rng = np.random.default_rng(seed)
-    positive_idx = np.flatnonzero(y_true == 1)
-    negative_idx = np.flatnonzero(y_true == 0)
+    positive_idx = np.flatnonzero(scores.positive)
+    negative_idx = np.flatnonzero(~scores.positive)
     draws: dict[str, list[float]] = {}
     for _ in range(n_resamples):
-        idx = np.concatenate(
-            [
-                rng.choice(positive_idx, size=len(positive_idx), replace=True),
-                rng.choice(negative_idx, size=len(negative_idx), replace=True),
-            ]
-        )
-        for name, value in fast_metrics(y_true[idx], proba[idx], threshold).items():
+        counts = np.bincount(rng.choice(positive_idx, size=len(positive_idx)), minlength=len(proba))
+        counts += np.bincount(rng.choice(negative_idx, size=len(negative_idx)), minlength=len(proba))
+        for name, value in scores.metrics(counts).items():
             draws.setdefault(name, []).append(value)
     tail = (1 - level) / 2 * 100
     suffix = f"ci{round(level * 100)}"

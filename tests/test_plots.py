@@ -23,7 +23,7 @@ from heart_pipeline.plots import (
     png_bytes,
     quantile_bins,
 )
-from heart_pipeline.stats import bootstrap_intervals, fast_metrics
+from heart_pipeline.stats import _SortedScores, bootstrap_intervals, fast_metrics
 
 CODES = {"cp": {0: "asymptomatic", 1: "atypical angina"}, "sex": {0: "female", 1: "male"}}
 DESCRIPTIONS = {"cp": "Chest pain type", "sex": "Sex"}
@@ -115,3 +115,17 @@ def test_calibration_figure_draws_bins_where_everyone_or_nobody_has_disease() ->
     y_true = (proba > 0.5).astype(int)
     figure = calibration_figure(y_true, proba, 0.5, "model", 0.1)
     assert png_bytes(figure).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("decimals", [None, 1])  # 1 decimal: many tied scores
+def test_a_resample_scored_from_counts_equals_the_repeated_rows(decimals: int | None) -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 400)
+    proba = np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1)
+    proba = np.round(proba, decimals) if decimals else proba
+    scores = _SortedScores(y, proba, 0.4)
+    for _ in range(5):
+        counts = rng.multinomial(400, np.ones(400) / 400)
+        sorted_y, sorted_p = y[scores.order], proba[scores.order]
+        repeated = fast_metrics(np.repeat(sorted_y, counts), np.repeat(sorted_p, counts), 0.4)
+        assert scores.metrics(counts) == pytest.approx(repeated, rel=1e-12, abs=1e-12)
