@@ -117,29 +117,30 @@ class _SortedScores:
 
     def metrics(self, counts: np.ndarray) -> dict[str, float]:
         """``fast_metrics`` of the resample that draws sorted row i ``counts[i]`` times."""
-        positive_w = np.where(self.positive, counts, 0)
-        negative_w = counts - positive_w
-        n, positives = float(counts.sum()), float(positive_w.sum())
+        weights = counts.astype(np.float64)
+        positive_w = np.where(self.positive, weights, 0.0)
+        negative_w = weights - positive_w
+        n, positives = float(weights.sum()), float(positive_w.sum())
         negatives = n - positives
         tp = float(positive_w[self.predicted].sum())
         fp = float(negative_w[self.predicted].sum())
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / positives if positives else 0.0
-        negatives_in = np.bincount(self.group, weights=negative_w, minlength=self.n_groups)
-        positives_in = np.bincount(self.group, weights=positive_w, minlength=self.n_groups)
-        below = np.cumsum(negatives_in) - negatives_in
-        auc = (
-            float(positives_in @ (below + negatives_in / 2)) / (positives * negatives)
-            if positives and negatives
-            else float("nan")
-        )
+        if self.n_groups == len(weights):  # no tied scores: each row is its own group
+            negatives_in, positives_in = negative_w, positive_w
+        else:
+            negatives_in = np.bincount(self.group, weights=negative_w, minlength=self.n_groups)
+            positives_in = np.bincount(self.group, weights=positive_w, minlength=self.n_groups)
+        # Each positive beats the negatives below its group and ties half of those in it.
+        beaten = positives_in @ (np.cumsum(negatives_in) - negatives_in / 2)
+        auc = float(beaten) / (positives * negatives) if positives and negatives else float("nan")
         return {
             "test_accuracy": (tp + negatives - fp) / n,
             "test_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
             "test_precision": precision,
             "test_recall": recall,
             "test_roc_auc": auc,
-            "test_log_loss": float(counts @ self.loss) / n,
+            "test_log_loss": float(weights @ self.loss) / n,
         }
 
 
