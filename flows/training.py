@@ -60,7 +60,7 @@ def heart_training(
     report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
     prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
     # One model after the other, each with the run's whole core budget (or the Dask cluster):
-    # two concurrent models would oversubscribe the cores (compute.py; measured in the README).
+    # two concurrent models would oversubscribe the cores (compute.py).
     trained, evaluations, tracked = [], [], []
     with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
         for name in models or settings.training.models:
