@@ -126,9 +126,9 @@ class _SortedScores:
         fp = float(negative_w[self.predicted].sum())
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / positives if positives else 0.0
-        if self.n_groups == len(weights):  # no tied scores: each row is its own group
-            negatives_in, positives_in = negative_w, positive_w
-        else:
+        negatives_in: np.ndarray = negative_w
+        positives_in: np.ndarray = positive_w
+        if self.n_groups < len(weights):  # tied scores: sum each group of equal scores
             negatives_in = np.bincount(self.group, weights=negative_w, minlength=self.n_groups)
             positives_in = np.bincount(self.group, weights=positive_w, minlength=self.n_groups)
         # Each positive beats the negatives below its group and ties half of those in it.
