@@ -32,7 +32,7 @@ test: install lint typecheck  ## the full gate CI runs: lint, types, every test 
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-fast: install  ## pure functions only, no server: the inner loop (under a minute)
-	$(BIN)/python -m pytest -m "not e2e and not stack" -q -n auto
+	$(BIN)/python -m pytest -m "not e2e and not stack and not slow" -q -n auto
 
 typecheck: install
 	$(BIN)/mypy

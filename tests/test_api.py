@@ -188,6 +188,7 @@ def test_a_streamed_generator_body_gets_413_through_http(bare: TestClient) -> No
     assert "limit" in response.json()["detail"]
 
 
+@pytest.mark.slow  # a 5 MB body through the app
 def test_a_huge_invalid_predict_gives_a_small_422(tmp_path: Path, monkeypatch) -> None:
     config = write_test_config(tmp_path, api__max_request_kb=8 * 1024, api__max_errors_shown=5)
     client = client_for(config, monkeypatch, None)

@@ -79,6 +79,7 @@ def test_exact_percent_never_rounds_a_part_to_all_or_none() -> None:
     assert exact_percent(294, 294) == "100.0%"
 
 
+@pytest.mark.slow  # 400 resamples: the false-alarm rate of the thresholds, not their logic
 @pytest.mark.parametrize("rows", [None, 60])
 def test_label_and_coding_checks_never_fire_on_bootstrap_samples_of_honest_data(
     bundled: pd.DataFrame, rows: int | None
