@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.render import scoring_summary_markdown
-from heart_pipeline.runs import create_run_folder, publish_failure_report, scoring_run_name
+from heart_pipeline.runs import FAILURE_HOOKS, create_run_folder, scoring_run_name
 from heart_pipeline.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.score import score_patients_task
@@ -20,9 +20,7 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
 @flow(
     name="heart-batch-scoring",
     flow_run_name=scoring_run_name,
-    on_failure=[publish_failure_report],
-    on_crashed=[publish_failure_report],
-    on_cancellation=[publish_failure_report],
+    **FAILURE_HOOKS,
 )
 def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path: str | None = None) -> dict[str, Any]:
     """Score a CSV of patients (no target column) with models:/heart-disease@champion.

@@ -8,7 +8,7 @@ from prefect import flow
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.preflight import check_tracking_store
-from heart_pipeline.runs import create_run_folder, data_quality_run_name, publish_failure_report
+from heart_pipeline.runs import FAILURE_HOOKS, create_run_folder, data_quality_run_name
 from heart_pipeline.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.track import log_validation_run_task
@@ -18,9 +18,7 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
 @flow(
     name="heart-data-quality",
     flow_run_name=data_quality_run_name,
-    on_failure=[publish_failure_report],
-    on_crashed=[publish_failure_report],
-    on_cancellation=[publish_failure_report],
+    **FAILURE_HOOKS,
 )
 def heart_data_quality(
     data_path: str | None = None, config_path: str | None = None, disease_label: int | None = None

@@ -13,7 +13,7 @@ from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.preflight import check_tracking_store
 from heart_pipeline.registry import model_version_ui_url
 from heart_pipeline.render import champion_headline, mlflow_ui_command, training_summary_markdown
-from heart_pipeline.runs import create_run_folder, publish_failure_report, training_run_name
+from heart_pipeline.runs import FAILURE_HOOKS, create_run_folder, training_run_name
 from heart_pipeline.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
@@ -28,9 +28,7 @@ from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task,
 @flow(
     name="heart-training",
     flow_run_name=training_run_name,
-    on_failure=[publish_failure_report],
-    on_crashed=[publish_failure_report],
-    on_cancellation=[publish_failure_report],
+    **FAILURE_HOOKS,
 )
 def heart_training(
     data_path: str | None = None,

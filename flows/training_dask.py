@@ -15,14 +15,13 @@ from prefect import flow
 
 from heart_pipeline.compute import AUTO
 from heart_pipeline.flows.training import heart_training
-from heart_pipeline.runs import publish_failure_report, training_run_name
+from heart_pipeline.runs import FAILURE_HOOKS, training_run_name
 
 
 @flow(
     name="heart-training-dask",
     flow_run_name=training_run_name,
-    on_failure=[publish_failure_report],
-    on_crashed=[publish_failure_report],
+    **FAILURE_HOOKS,
 )
 def heart_training_dask(
     data_path: str | None = None,

@@ -170,3 +170,12 @@ def publish_failure_report(flow: Flow[..., Any], flow_run: FlowRun, state: State
                 description="Why this run failed",
             )
         )
+
+
+# Every flow takes all three hooks: a run that fails, crashes or is cancelled closes its MLflow records
+# and says why. (heart-training-dask once lacked on_cancellation: one definition keeps them together.)
+FAILURE_HOOKS: dict[str, Any] = {
+    "on_failure": [publish_failure_report],
+    "on_crashed": [publish_failure_report],
+    "on_cancellation": [publish_failure_report],
+}
