@@ -68,6 +68,16 @@ def _free_port(host: str, preferred: int) -> int:
         return int(sock.getsockname()[1])
 
 
+def _server_env(layout: stack.StackLayout) -> dict[str, str]:
+    """The stack's environment for the background server and its database commands, minus two of the
+    stack's variables: the flow's own tracking store applies, and `prefect server start` would take
+    its host and port from PREFECT_API_URL."""
+    env = stack._base_env(layout)
+    env.pop("MLFLOW_TRACKING_URI")
+    env.pop("PREFECT_API_URL")
+    return env
+
+
 @contextmanager
 def _exclusive(state_dir: Path) -> Iterator[None]:
     """Two CLI calls starting at once must not both start a server: the second waits and reuses."""
@@ -104,12 +114,7 @@ def start(layout: stack.StackLayout | None = None) -> LocalServer:
         if stale is not None:
             stack.stop_tree(stale, grace=5)  # ours but not answering: replace it
         layout = replace(layout, prefect_port=_free_port(layout.host, layout.prefect_port))
-        env = stack._base_env(layout)
-        # Not the stack's variables: the flow's own tracking store applies, and `prefect server start`
-        # would take its host and port from PREFECT_API_URL.
-        env.pop("MLFLOW_TRACKING_URI")
-        env.pop("PREFECT_API_URL")
-        pid = stack._spawn(layout, SERVICE, stack._server_commands(layout)[SERVICE], env)
+        pid = stack._spawn(layout, SERVICE, stack._server_commands(layout)[SERVICE], _server_env(layout))
         (layout.state_dir / "server.json").write_text(json.dumps({"port": layout.prefect_port, "pid": pid}))
         return LocalServer(layout.prefect_api_url, pid, started_now=True)
 
@@ -151,8 +156,7 @@ def prepare_database(layout: stack.StackLayout | None = None) -> Path:
     start-up, which overlaps with importing the flow. Idempotent: an up-to-date database is left as is.
     """
     layout = layout or default_layout()
-    env = stack._base_env(layout)
-    env.pop("PREFECT_API_URL")  # the database commands need no server
+    env = _server_env(layout)
     with _exclusive(layout.state_dir):  # not while a call is starting the server on the same database
         done = subprocess.run(
             [str(stack.BIN / "prefect"), "server", "database", "upgrade", "-y"],
