@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@# Migrate the background Prefect server's database now, not during the first `train` (about 15 s).
-	$(BIN)/python -m heart_pipeline.local_server
+	$(BIN)/python -m heart_pipeline.operations.local_server
 	@touch $(STAMP)
 
 run: install
@@ -51,12 +51,12 @@ serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `m
 	$(BIN)/heart-pipeline serve --port $(PORT)
 
 reference-profile: install  ## regenerate great_expectations/reference_profile.json from the bundled data
-	$(BIN)/python -m heart_pipeline.reference_profile
+	$(BIN)/python -m heart_pipeline.data_contract.reference_profile
 
 BENCH_SIZES ?= 303,10k,100k,1M
 BENCH_REPEATS ?= 2
 bench: install  ## pipeline vs bare scikit-learn, ABAB: make bench BENCH_SIZES=303,10k BENCH_REPEATS=1
-	$(BIN)/python -m heart_pipeline.bench --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS)
+	$(BIN)/python -m heart_pipeline.bench.run --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS)
 
 lint: install
 	$(BIN)/ruff check .

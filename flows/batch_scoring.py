@@ -8,10 +8,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.preflight import check_tracking_store
-from heart_pipeline.render import scoring_summary_markdown
-from heart_pipeline.runs import FAILURE_HOOKS, create_run_folder, scoring_run_name
-from heart_pipeline.runtime import flow_run_id, tag_flow_run
+from heart_pipeline.evidence.render import scoring_summary_markdown
+from heart_pipeline.operations.preflight import check_tracking_store
+from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, scoring_run_name
+from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.score import score_patients_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow
 
 from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.preflight import check_tracking_store
-from heart_pipeline.runs import FAILURE_HOOKS, create_run_folder, data_quality_run_name
-from heart_pipeline.runtime import flow_run_id, tag_flow_run
+from heart_pipeline.operations.preflight import check_tracking_store
+from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, data_quality_run_name
+from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.track import log_validation_run_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from heart_pipeline.compute import dask_cluster
-from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.preflight import check_tracking_store
-from heart_pipeline.registry import model_version_ui_url
-from heart_pipeline.render import champion_headline, mlflow_ui_command, training_summary_markdown
-from heart_pipeline.runs import FAILURE_HOOKS, create_run_folder, training_run_name
-from heart_pipeline.runtime import flow_run_id, tag_flow_run
+from heart_pipeline.config import Settings, load_settings_and_contract
+from heart_pipeline.evidence.render import champion_headline, mlflow_ui_command, training_summary_markdown
+from heart_pipeline.operations.compute import dask_cluster
+from heart_pipeline.operations.preflight import check_tracking_store
+from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, training_run_name
+from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
 from heart_pipeline.tasks.preprocess import preprocess_task
@@ -23,6 +23,7 @@ from heart_pipeline.tasks.register import register_model_task
 from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
+from heart_pipeline.tracking.registry import model_version_ui_url
 
 
 @flow(
@@ -57,19 +58,10 @@ def heart_training(
     validated = validate_dataset_task(dataset, contract, settings.validation)
     report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
     prepared = preprocess_task(validated.kept, settings, seed, run_dir / "data")
-    # One model after the other, each with the run's whole core budget (or the Dask cluster):
-    # two concurrent models would oversubscribe the cores (compute.py).
-    trained, evaluations, tracked = [], [], []
-    with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
-        for name in models or settings.training.models:
-            # submit + result: the train task is async (so its timeout fires); this waits for it
-            model = (
-                train_model_task.with_options(timeout_seconds=settings.training.timeout_seconds)
-                .submit(name, prepared, settings, seed, address)
-                .result()
-            )
-            trained.append(model)
-            evaluations.append(evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address))
+    trained, evaluations = train_and_evaluate(
+        models or settings.training.models, prepared, settings, seed, run_dir, dask_address
+    )
+    tracked = []
     # MLflow logging runs one model at a time: the fluent API and SQLite are not built for parallel writers.
     # The validation report goes to MLflow once per flow run; each model run links to it.
     evidence_url = log_validation_run_task(report, dataset.summary, settings, run_tags)
@@ -78,6 +70,38 @@ def heart_training(
         logged = log_model_run_task(model, evaluation, dataset.summary, report, prepared, settings, model_run_tags)
         tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
     decision = promote_best_model_task(tracked, evaluations, prepared, settings)
+    return publish_training_result(tracked, evaluations, decision, report, dataset.fingerprint, run_dir, settings)
+
+
+def train_and_evaluate(
+    names: list[str], prepared: Any, settings: Settings, seed: int, run_dir: Path, dask_address: str | None
+) -> tuple[list[Any], list[Any]]:
+    """One model after the other, each with the run's whole core budget (or the Dask cluster):
+    two concurrent models would oversubscribe the cores (compute.py)."""
+    trained, evaluations = [], []
+    with dask_cluster(dask_address, settings.compute.local_dask_workers) as address:
+        for name in names:
+            # submit + result: the train task is async (so its timeout fires); this waits for it
+            model = (
+                train_model_task.with_options(timeout_seconds=settings.training.timeout_seconds)
+                .submit(name, prepared, settings, seed, address)
+                .result()
+            )
+            trained.append(model)
+            evaluations.append(evaluate_model_task(model, prepared, settings, seed, run_dir / "evaluation", address))
+    return trained, evaluations
+
+
+def publish_training_result(
+    tracked: list[Any],
+    evaluations: list[Any],
+    decision: Any,
+    report: Any,
+    fingerprint: str,
+    run_dir: Path,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The flow's result and its summary artifact: each model's run, version and metrics, and the decision."""
     model_rows = [
         {
             "name": t.name,
@@ -100,7 +124,7 @@ def heart_training(
     return {
         "run_dir": str(run_dir),
         "promotion": promotion,
-        "data_fingerprint": dataset.fingerprint,
+        "data_fingerprint": fingerprint,
         "validation": report.summary(),
         "validation_report": report.html_report_path,
         "mlflow_ui_command": mlflow_ui_command(

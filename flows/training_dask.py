@@ -3,7 +3,7 @@
 The cluster is DASK_SCHEDULER_ADDRESS (Dask's own variable, e.g. tcp://scheduler:8786), or, if that
 is unset, a local cluster of ``compute.local_dask_workers`` worker processes started for the run.
 The Prefect tasks stay in the flow's process; only scikit-learn's work goes to the workers, through
-joblib's Dask backend (heart_pipeline/compute.py). So the workers need the same Python packages
+joblib's Dask backend (heart_pipeline/operations/compute.py). So the workers need the same Python packages
 (scikit-learn, this package) but no Prefect server, no Prefect API and none of the run's files.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 from prefect import flow
 
-from heart_pipeline.compute import AUTO
 from heart_pipeline.flows.training import heart_training
-from heart_pipeline.runs import FAILURE_HOOKS, training_run_name
+from heart_pipeline.operations.compute import AUTO
+from heart_pipeline.operations.runs import FAILURE_HOOKS, training_run_name
 
 
 @flow(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import heart_pipeline  # noqa: F401  (telemetry defaults before anything else is imported)
-from heart_pipeline.algorithms import ALGORITHMS
+from heart_pipeline.evidence.algorithms import ALGORITHMS
 
 
 def _absolute(path: str | None) -> str | None:
@@ -29,14 +29,14 @@ def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable
     """The inputs checked, then a Prefect server for the flow call in the block.
 
     With no server configured (PREFECT_API_URL or the Prefect profile) the data file is checked too,
-    and the project's background server is reused or started (heart_pipeline.local_server); else
+    and the project's background server is reused or started (heart_pipeline.operations.local_server); else
     the data file is left to the load step so that its failure is recorded as a Failed flow run.
     Prefect has read its settings by then (the API check imports it), so the server's URL goes into
     Prefect's own ``temporary_settings`` for the block, and into the environment for child processes.
     """
-    from heart_pipeline import local_server, preflight
     from heart_pipeline.config import load_config
-    from heart_pipeline.runtime import quiet_console
+    from heart_pipeline.operations import local_server, preflight
+    from heart_pipeline.operations.runtime import quiet_console
 
     settings = load_config(config)
     preflight.check_before_run(settings.tracking_uri)  # the store, and the Prefect API when one is set
@@ -104,7 +104,7 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
 
 def _rollback(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline.config import load_config
-    from heart_pipeline.registry import rollback_champion
+    from heart_pipeline.tracking.registry import rollback_champion
 
     settings = load_config(_absolute(args.config))
     before, after = rollback_champion(settings.tracking_uri, settings.mlflow.registered_model, args.to_version)
@@ -114,7 +114,7 @@ def _rollback(args: argparse.Namespace) -> dict[str, Any]:
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
     import uvicorn
 
-    from heart_pipeline.api import create_app
+    from heart_pipeline.serving.app import create_app
 
     uvicorn.run(create_app(_absolute(args.config)), host=args.host, port=args.port, log_level="info")
     return {"stopped": True}
@@ -144,9 +144,9 @@ def _contract(args: argparse.Namespace) -> dict[str, Any]:
 
 def _convert(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline.config import load_codebook_for, load_config
+    from heart_pipeline.data_contract.files import read_input_bytes
+    from heart_pipeline.data_contract.importers import convert_file
     from heart_pipeline.errors import DataError
-    from heart_pipeline.files import read_input_bytes
-    from heart_pipeline.importers import convert_file
 
     settings = load_config(_absolute(args.config))
     source, out = Path(args.input).expanduser().resolve(), Path(args.out).expanduser().resolve()
@@ -157,7 +157,7 @@ def _convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
-    from heart_pipeline import local_server, stack
+    from heart_pipeline.operations import local_server, stack
 
     layout = stack.default_layout(args.prefect_port, args.mlflow_port)
     if args.action == "up":
@@ -196,13 +196,109 @@ DISEASE_LABEL_HELP = (
 
 def _doctor(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline.config import load_config
-    from heart_pipeline.doctor import diagnose
-    from heart_pipeline.preflight import check_tracking_store
+    from heart_pipeline.operations.doctor import diagnose
+    from heart_pipeline.operations.preflight import check_tracking_store
 
     settings = load_config(_absolute(args.config))
     check_tracking_store(settings.tracking_uri)
     age = {} if args.older_than is None else {"min_age_minutes": args.older_than}
     return diagnose(settings.tracking_uri, settings.mlflow.registered_model, args.fix, **age)
+
+
+Option = tuple[tuple[str, ...], dict[str, Any]]
+CONFIG_OPTION: Option = (("--config",), {"help": "config YAML (default: config/config.yaml)"})
+DISEASE_LABEL_OPTION: Option = (("--disease-label",), {"type": int, "choices": [0, 1], "help": DISEASE_LABEL_HELP})
+
+
+# Every subcommand: its help, its handler and its options (each also takes --json).
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]], list[Option]]] = {
+    "train": (
+        "validate the data, train LR and RF, track and register them in MLflow",
+        _train,
+        [
+            (("--data",), {"help": "CSV to train on (default: data.path in the config)"}),
+            CONFIG_OPTION,
+            (("--models",), {"nargs": "+", "choices": list(ALGORITHMS)}),
+            (("--seed",), {"type": int, "help": "split and CV seed (default: split.seed in the config)"}),
+            DISEASE_LABEL_OPTION,
+            (
+                ("--dask",),
+                {
+                    "nargs": "?",
+                    "const": "auto",
+                    "metavar": "ADDRESS",
+                    "help": "CV folds and forest trees on a Dask cluster: a scheduler address; alone, "
+                    "DASK_SCHEDULER_ADDRESS or else a local cluster (compute.local_dask_workers)",
+                },
+            ),
+        ],
+    ),
+    "validate": (
+        "check a CSV against the data contract without training",
+        _validate,
+        [
+            (("--data",), {"help": "CSV to check (default: data.path in the config)"}),
+            CONFIG_OPTION,
+            DISEASE_LABEL_OPTION,
+        ],
+    ),
+    "score": (
+        "score a CSV of patients (no target) with the champion model",
+        _score,
+        [
+            (("--data",), {"required": True, "help": "CSV of patients, the contract's columns minus the target"}),
+            (("--out",), {"help": "also write the predictions CSV here"}),
+            CONFIG_OPTION,
+        ],
+    ),
+    "rollback": (
+        "move @champion back to the version it replaced",
+        _rollback,
+        [(("--to-version",), {"help": "a specific version instead of the previous champion"}), CONFIG_OPTION],
+    ),
+    "serve": (
+        "the prediction API (FastAPI)",
+        _serve,
+        [(("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000}), CONFIG_OPTION],
+    ),
+    "contract": ("print every data-contract rule with its severity and reason", _contract, [CONFIG_OPTION]),
+    "convert": (
+        "rewrite a UCI or Kaggle heart file in the project's codebook, with a provenance record",
+        _convert,
+        [
+            (("--from",), {"dest": "fmt", "required": True, "choices": ["uci", "kaggle"], "help": "the file's format"}),
+            (("input",), {"metavar": "IN", "help": "the file to convert"}),
+            (("--out",), {"required": True, "help": "the CSV to write (and OUT.provenance.json beside it)"}),
+            CONFIG_OPTION,
+        ],
+    ),
+    "doctor": (
+        "list MLflow runs stuck in RUNNING and model versions without a promotion decision",
+        _doctor,
+        [
+            (("--fix",), {"action": "store_true", "help": "end those runs as KILLED and tag those versions"}),
+            (
+                ("--older-than",),
+                {
+                    "type": float,
+                    "metavar": "MINUTES",
+                    "help": "only records at least this old (younger ones may belong to a flow still running; "
+                    "default 30)",
+                },
+            ),
+            CONFIG_OPTION,
+        ],
+    ),
+    "stack": (
+        "local Prefect server, MLflow server and worker (make up/down/status)",
+        _stack,
+        [
+            (("action",), {"choices": ["up", "down", "status"]}),
+            (("--prefect-port",), {"type": int, "help": "default 4200 (or $PREFECT_PORT)"}),
+            (("--mlflow-port",), {"type": int, "help": "default 5000 (or $MLFLOW_PORT)"}),
+        ],
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,68 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the full result as JSON instead of a summary")
     sub = _SubcommandsWithCommonOptions(parser.add_subparsers(dest="command", required=True), common)
-    train = sub.add_parser("train", help="validate the data, train LR and RF, track and register them in MLflow")
-    train.add_argument("--data", help="CSV to train on (default: data.path in the config)")
-    train.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    train.add_argument("--models", nargs="+", choices=list(ALGORITHMS))
-    train.add_argument("--seed", type=int, help="split and CV seed (default: split.seed in the config)")
-    train.add_argument("--disease-label", type=int, choices=[0, 1], help=DISEASE_LABEL_HELP)
-    train.add_argument(
-        "--dask",
-        nargs="?",
-        const="auto",
-        metavar="ADDRESS",
-        help="CV folds and forest trees on a Dask cluster: a scheduler address; alone, "
-        "DASK_SCHEDULER_ADDRESS or else a local cluster (compute.local_dask_workers)",
-    )
-    train.set_defaults(handler=_train)
-    validate = sub.add_parser("validate", help="check a CSV against the data contract without training")
-    validate.add_argument("--data", help="CSV to check (default: data.path in the config)")
-    validate.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    validate.add_argument("--disease-label", type=int, choices=[0, 1], help=DISEASE_LABEL_HELP)
-    validate.set_defaults(handler=_validate)
-    score = sub.add_parser("score", help="score a CSV of patients (no target) with the champion model")
-    score.add_argument("--data", required=True, help="CSV of patients, the contract's columns minus the target")
-    score.add_argument("--out", help="also write the predictions CSV here")
-    score.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    score.set_defaults(handler=_score)
-    rollback = sub.add_parser("rollback", help="move @champion back to the version it replaced")
-    rollback.add_argument("--to-version", help="a specific version instead of the previous champion")
-    rollback.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    rollback.set_defaults(handler=_rollback)
-    serve = sub.add_parser("serve", help="the prediction API (FastAPI)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    serve.set_defaults(handler=_serve)
-    contract = sub.add_parser("contract", help="print every data-contract rule with its severity and reason")
-    contract.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    contract.set_defaults(handler=_contract)
-    convert = sub.add_parser(
-        "convert", help="rewrite a UCI or Kaggle heart file in the project's codebook, with a provenance record"
-    )
-    convert.add_argument("--from", dest="fmt", required=True, choices=["uci", "kaggle"], help="the file's format")
-    convert.add_argument("input", metavar="IN", help="the file to convert")
-    convert.add_argument("--out", required=True, help="the CSV to write (and OUT.provenance.json beside it)")
-    convert.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    convert.set_defaults(handler=_convert)
-    doctor = sub.add_parser(
-        "doctor", help="list MLflow runs stuck in RUNNING and model versions without a promotion decision"
-    )
-    doctor.add_argument("--fix", action="store_true", help="end those runs as KILLED and tag those versions")
-    doctor.add_argument(
-        "--older-than",
-        type=float,
-        metavar="MINUTES",
-        help="only records at least this old (younger ones may belong to a flow still running; default 30)",
-    )
-    doctor.add_argument("--config", help="config YAML (default: config/config.yaml)")
-    doctor.set_defaults(handler=_doctor)
-    stack = sub.add_parser("stack", help="local Prefect server, MLflow server and worker (make up/down/status)")
-    stack.add_argument("action", choices=["up", "down", "status"])
-    stack.add_argument("--prefect-port", type=int, help="default 4200 (or $PREFECT_PORT)")
-    stack.add_argument("--mlflow-port", type=int, help="default 5000 (or $MLFLOW_PORT)")
-    stack.set_defaults(handler=_stack)
+    for name, (help_text, handler, options) in SUBCOMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        for flags, keywords in options:
+            command.add_argument(*flags, **keywords)
+        command.set_defaults(handler=handler)
     return parser
 
 
@@ -288,7 +327,7 @@ class _SubcommandsWithCommonOptions:
 
 def human_summary(command: str, result: dict[str, Any]) -> str:
     """The lines a person reads at the end of a command; ``--json`` prints everything instead."""
-    from heart_pipeline import render
+    from heart_pipeline.evidence import render
 
     summaries = {
         "train": render.training_terminal_summary,
@@ -332,7 +371,7 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 
 def _is_termination(exc: BaseException) -> bool:
-    from heart_pipeline.runs import caused_by_termination
+    from heart_pipeline.operations.runs import caused_by_termination
 
     return isinstance(exc, Terminated) or caused_by_termination(exc)
 

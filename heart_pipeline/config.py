@@ -10,10 +10,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from heart_pipeline.algorithms import ALGORITHMS
-from heart_pipeline.codebook import Codebook, disagreements_with_contract, load_codebook
-from heart_pipeline.contract import Contract, load_contract, load_reference_profile
+from heart_pipeline.data_contract.codebook import Codebook, disagreements_with_contract, load_codebook
+from heart_pipeline.data_contract.contract import Contract, load_contract, load_reference_profile
 from heart_pipeline.errors import ConfigError
+from heart_pipeline.evidence.algorithms import ALGORITHMS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What ships inside the wheel: config/, great_expectations/ and data/, laid out as in the checkout.
@@ -129,7 +129,7 @@ class ApiConfig(_Strict):
     example_patient: dict[str, int | float]
 
 
-# One field per algorithm, each with that algorithm's own parameter schema (heart_pipeline/algorithms.py).
+# One field per algorithm, each with that algorithm's own parameter schema (heart_pipeline/evidence/algorithms.py).
 ModelsConfig: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "ModelsConfig",
     __base__=_Strict,
@@ -204,7 +204,7 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _feature_groups_are_disjoint(self) -> Settings:
-        from heart_pipeline.stats import HELD_OUT_METRICS
+        from heart_pipeline.evidence.stats import HELD_OUT_METRICS
 
         columns = self.features.all
         repeated = sorted({c for c in columns if columns.count(c) > 1})
@@ -305,6 +305,11 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
 def load_codebook_for(settings: Settings) -> Codebook:
     """The codebook that ``settings`` points at."""
     return load_codebook(settings.resolve_resource(settings.contract.codebook_path))
+
+
+def default_codebook() -> Codebook:
+    """The codebook the default config names (contract.codebook_path): its location is written once."""
+    return load_codebook_for(load_config())
 
 
 def write_private_config(directory: Path, overrides: dict[str, Any], base: Path = DEFAULT_CONFIG_PATH) -> Path:

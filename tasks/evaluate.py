@@ -13,11 +13,11 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
-from heart_pipeline.compute import in_tree_order, one_job_inside, parallel_work
 from heart_pipeline.config import CrossValidationConfig, Settings, load_codebook_for
-from heart_pipeline.plots import PLOT_FILES, model_figures, png_bytes
+from heart_pipeline.evidence.plots import PLOT_FILES, model_figures, png_bytes
+from heart_pipeline.evidence.stats import bootstrap_intervals, corrected_confidence_interval, held_out_metrics
+from heart_pipeline.operations.compute import in_tree_order, one_job_inside, parallel_work
 from heart_pipeline.results import Evaluation
-from heart_pipeline.stats import bootstrap_intervals, corrected_confidence_interval, held_out_metrics
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tasks.train import TrainedModel
 

@@ -1,7 +1,7 @@
 """Load step: convert the bundled default data if absent, read the file once, fingerprint the same bytes.
 
-The bytes are read once (heart_pipeline.files: regular files only, within data.max_memory_mb),
-parsed from memory (heart_pipeline.reading: CSV or Parquet, within data.max_rows) and hashed, so
+The bytes are read once (heart_pipeline.data_contract.files: regular files only, within data.max_memory_mb),
+parsed from memory (heart_pipeline.data_contract.reading: CSV or Parquet, within data.max_rows) and hashed, so
 the fingerprint in tags, cache keys and run records is the fingerprint of exactly what was validated.
 """
 
@@ -16,11 +16,11 @@ from prefect import task
 
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.config import DataConfig, Settings, load_codebook_for
-from heart_pipeline.files import read_input_bytes
-from heart_pipeline.importers import convert_bundled_default, describe_provenance
-from heart_pipeline.reading import declare_disease_label, parse_heart_table
+from heart_pipeline.data_contract.files import read_input_bytes
+from heart_pipeline.data_contract.importers import convert_bundled_default, describe_provenance
+from heart_pipeline.data_contract.reading import declare_disease_label, parse_heart_table
+from heart_pipeline.operations.runtime import retry_unless_pipeline_error
 from heart_pipeline.results import DatasetSummary
-from heart_pipeline.runtime import retry_unless_pipeline_error
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,30 @@ from prefect import task
 
 from heart_pipeline.config import Settings
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.registry import (
+from heart_pipeline.evidence.render import champion_headline, promotion_markdown
+from heart_pipeline.evidence.stats import bootstrap_intervals, held_out_metrics
+from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
+from heart_pipeline.tasks.preprocess import PreparedData
+from heart_pipeline.tracking.policy import (
+    ALREADY_CHAMPION,
+    IDENTICAL,
+    LABEL_ALARM,
+    MAX_COMPARISONS,
+    MIN_COMPARISON_ROWS,
+    NOT_SELECTED,
+    PROMOTED,
+    REJECTED,
+    ChampionComparison,
+    comparable,
+    compare_on_same_folds,
+    first_passing,
+    gate,
+    label_alarm,
+    rank_by_cv,
+)
+from heart_pipeline.tracking.registry import (
     CHAMPION,
-    CODEBOOK_TAG,
     DECISION_TAG,
-    LABEL_TAG,
     PREVIOUS_CHAMPION_TAG,
     commit_if_champion_is,
     current_champion,
@@ -36,93 +55,11 @@ from heart_pipeline.registry import (
     tracking_store,
     training_row_hashes,
 )
-from heart_pipeline.render import champion_headline, promotion_markdown
-from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
-from heart_pipeline.stats import bootstrap_intervals, corrected_paired_t_test, held_out_metrics
-from heart_pipeline.tasks.preprocess import PreparedData
-from heart_pipeline.trust import UntrustedModelError, row_hashes
-
-# Outcomes, as written to each version's promotion.decision tag.
-PROMOTED = "promoted"
-REJECTED = "rejected"
-NOT_SELECTED = "not selected"
-IDENTICAL = "identical to champion"
-LABEL_ALARM = "label alarm"
-ALREADY_CHAMPION = "already champion"  # never written: a rerun leaves the registry untouched
-# @champion moving under a comparison more often than this means something keeps promoting: stop.
-MAX_COMPARISONS = 5
-# Fewer unseen rows than this (or one class only) give no ROC-AUC worth comparing.
-MIN_COMPARISON_ROWS = 10
+from heart_pipeline.tracking.trust import UntrustedModelError, row_hashes
 
 
 class LabelAlarm(PipelineError):
     """Today's labels and the champion's disagree: promotion must not go on."""
-
-
-@dataclass(frozen=True)
-class ChampionComparison:
-    """Both models on the same rows: today's held-out rows the champion did not train on."""
-
-    challenger: dict[str, float]
-    champion: dict[str, float]
-    champion_auc_interval: tuple[float, float]
-    rows_compared: int
-    rows_left_out: int
-    identical: bool  # the same probabilities on every row: the same model, whatever its version
-
-
-def compare_on_same_folds(a: Evaluation, b: Evaluation, n_train: int, n_splits: int) -> PairedComparison:
-    """Which model has the higher CV ROC-AUC, and how sure we can be (fold overlap corrected)."""
-    diff = np.array(a.cv_scores["roc_auc"]) - np.array(b.cv_scores["roc_auc"])
-    better, worse = (a.name, b.name) if diff.mean() >= 0 else (b.name, a.name)
-    n_test = n_train // n_splits
-    p_value = corrected_paired_t_test(diff, n_train - n_test, n_test)
-    return PairedComparison(better, worse, float(abs(diff.mean())), p_value)
-
-
-def rank_by_cv(evaluations: list[Evaluation]) -> list[Evaluation]:
-    """Candidates best first by mean CV ROC-AUC on the training folds, never by the test set."""
-    return sorted(evaluations, key=lambda e: e.metrics["cv_roc_auc_mean"], reverse=True)
-
-
-def floor_check(metrics: dict[str, float], floors: dict[str, float]) -> tuple[bool, list[str]]:
-    """Every floor on today's held-out test set, and a reason line per floor."""
-    passed = {name: metrics[name] >= floor for name, floor in floors.items()}
-    reasons = [f"{n} {metrics[n]:.3f} {'>=' if passed[n] else '<'} floor {floor:.3f}" for n, floor in floors.items()]
-    return all(passed.values()), reasons
-
-
-def first_passing(ranked: list[Evaluation], floors: dict[str, float]) -> tuple[Evaluation | None, list[str]]:
-    """The best-ranked candidate that passes every floor, and why each better-ranked one did not."""
-    notes: list[str] = []
-    for evaluation in ranked:
-        passed, reasons = floor_check(evaluation.metrics, floors)
-        if passed:
-            return evaluation, [*notes, *reasons]
-        failed = "; ".join(r for r in reasons if " < floor " in r)
-        notes.append(f"{evaluation.name} (CV rank {len(notes) + 1}) failed a floor: {failed}")
-    return None, notes
-
-
-def gate(
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
-    floors: dict[str, float],
-    metric: str,
-    margin: float,
-) -> tuple[bool, list[str]]:
-    """Promote only if every floor holds and the challenger is no worse than the champion - margin."""
-    passed, reasons = floor_check(challenger, floors)
-    if champion is None:
-        reasons.append("no current champion")
-    else:
-        ok = challenger[metric] >= champion[metric] - margin
-        passed &= ok
-        reasons.append(
-            f"{metric} {challenger[metric]:.3f} vs champion {champion[metric]:.3f} on the same held-out rows: "
-            f"{'within' if ok else 'worse than'} margin {margin:.3f}"
-        )
-    return passed, reasons
 
 
 def unseen_rows(x_test: pd.DataFrame, champion_rows: set[str] | None) -> np.ndarray:
@@ -154,31 +91,36 @@ def compare_with_champion(
     )
 
 
-def label_alarm(comparison: ChampionComparison, champion_version: str) -> str | None:
-    """The reason to stop when the champion is worse than chance on today's rows, else None."""
-    auc = comparison.champion["test_roc_auc"]
-    low, high = comparison.champion_auc_interval
-    if auc >= 0.5 and high >= 0.5:
-        return None
-    return (
-        f"the labels of today's data and of champion v{champion_version} disagree: it scores ROC-AUC {auc:.3f} "
-        f"[95% CI {low:.3f}, {high:.3f}] on {comparison.rows_compared} of today's held-out rows, below chance. "
-        "Check the file's label coding (--disease-label, data.disease_label) or roll the champion back; "
-        "nothing was promoted and @champion did not move"
-    )
+@dataclass(frozen=True)
+class Decider:
+    """Builds the decision record for one chosen candidate: every outcome shares these facts."""
 
+    chosen: Evaluation
+    version: str
+    notes: list[str]
+    comparison: PairedComparison | None
+    settings: Settings
+    champion: str | None
 
-def comparable(challenger_tags: dict[str, str], champion_tags: dict[str, str], champion_version: str) -> str | None:
-    """Why the two models cannot be compared (a different codebook or label definition), else None."""
-    ours = (challenger_tags.get(CODEBOOK_TAG), challenger_tags.get(LABEL_TAG))
-    theirs = (champion_tags.get(CODEBOOK_TAG), champion_tags.get(LABEL_TAG))
-    if ours == theirs:
-        return None
-    return (
-        f"not compared with champion v{champion_version}: it was trained under codebook {theirs[0] or 'unknown'} "
-        f"with label {theirs[1] or 'unknown'!r}, today's under codebook {ours[0]} with label {ours[1]!r}; "
-        "decided on the floors alone"
-    )
+    def __call__(self, outcome: str, reasons: list[str], **extra: Any) -> PromotionDecision:
+        promoted, policy = outcome == PROMOTED, self.settings.promotion
+        return PromotionDecision(
+            registered_model=self.settings.mlflow.registered_model,
+            challenger=self.chosen.name,
+            challenger_version=self.version,
+            promoted=promoted,
+            reasons=[*self.notes, *reasons],
+            challenger_metrics={k: v for k, v in self.chosen.metrics.items() if k.startswith("test_")},
+            champion_version_before=self.champion,
+            champion_metrics=extra.pop("champion_metrics", None),
+            champion_version_after=self.version if promoted else self.champion,
+            comparison=self.comparison,
+            floors=dict(policy.floors),
+            metric=policy.metric,
+            margin=policy.margin,
+            outcome=outcome,
+            **extra,
+        )
 
 
 def judge(
@@ -190,43 +132,29 @@ def judge(
     champion: str | None,
 ) -> PromotionDecision:
     """The decision against the champion of this moment (``champion``); writes nothing."""
-    name, policy = settings.mlflow.registered_model, settings.promotion
-    versions = {t.name: t.version for t in tracked}
     ranked = rank_by_cv(evaluations)
-    candidate, notes = first_passing(ranked, policy.floors)
+    candidate, notes = first_passing(ranked, settings.promotion.floors)
     chosen = candidate or ranked[0]
-    version = versions[chosen.name]
     by_name = {e.name: e for e in evaluations}
     pair = [by_name[t.name] for t in tracked]
-
-    def decided(outcome: str, reasons: list[str], **extra: Any) -> PromotionDecision:
-        promoted = outcome == PROMOTED
-        return PromotionDecision(
-            registered_model=name,
-            challenger=chosen.name,
-            challenger_version=version,
-            promoted=promoted,
-            reasons=[*notes, *reasons],
-            challenger_metrics={k: v for k, v in chosen.metrics.items() if k.startswith("test_")},
-            champion_version_before=champion,
-            champion_metrics=extra.pop("champion_metrics", None),
-            champion_version_after=version if promoted else champion,
-            comparison=compare_on_same_folds(pair[0], pair[1], prepared.n_train, settings.cross_validation.n_splits)
-            if len(pair) == 2
-            else None,
-            floors=dict(policy.floors),
-            metric=policy.metric,
-            margin=policy.margin,
-            outcome=outcome,
-            **extra,
-        )
-
+    n_splits = settings.cross_validation.n_splits
+    comparison = compare_on_same_folds(pair[0], pair[1], prepared.n_train, n_splits) if len(pair) == 2 else None
+    version = {t.name: t.version for t in tracked}[chosen.name]
+    decided = Decider(chosen, version, notes, comparison, settings, champion)
     if candidate is None:
         return decided(REJECTED, ["no candidate passed every floor"])
     if version == champion:
         return decided(ALREADY_CHAMPION, [f"champion is already this model (v{champion})"])
     if champion is None:
         return decided(PROMOTED, ["no current champion"])
+    return judge_against_champion(client, decided, prepared, settings)
+
+
+def judge_against_champion(
+    client: Any, decided: Decider, prepared: PreparedData, settings: Settings
+) -> PromotionDecision:
+    """The challenger against a champion that exists: comparable, servable, then on the same unseen rows."""
+    name, champion, version = settings.mlflow.registered_model, str(decided.champion), decided.version
     champion_entry = client.get_model_version(name, champion)
     why_not = comparable(client.get_model_version(name, version).tags, champion_entry.tags, champion)
     if why_not:
@@ -257,7 +185,7 @@ def judge(
     if compared.identical:
         reason = f"champion v{champion} gives identical probabilities on every compared row: it is already this model"
         return decided(IDENTICAL, [left_out, reason], champion_metrics=compared.champion, **rows)
-    ok, reasons = gate(compared.challenger, compared.champion, {}, policy.metric, policy.margin)
+    ok, reasons = gate(compared.challenger, compared.champion, {}, settings.promotion.metric, settings.promotion.margin)
     return decided(
         PROMOTED if ok else REJECTED,
         [left_out, *reasons],

@@ -18,10 +18,12 @@ from typing import Any
 
 from prefect import task
 
-from heart_pipeline.algorithms import ALGORITHMS
 from heart_pipeline.caching import fingerprint_file
 from heart_pipeline.config import Settings, load_codebook_for
-from heart_pipeline.registry import (
+from heart_pipeline.evidence.algorithms import ALGORITHMS
+from heart_pipeline.results import Evaluation, LoggedRun, TrackedModel
+from heart_pipeline.tasks.preprocess import PreparedData
+from heart_pipeline.tracking.registry import (
     CODEBOOK_TAG,
     CONTENT_KEY_TAG,
     LABEL_TAG,
@@ -30,9 +32,7 @@ from heart_pipeline.registry import (
     save_training_row_hashes,
     tracking_store,
 )
-from heart_pipeline.results import Evaluation, LoggedRun, TrackedModel
-from heart_pipeline.tasks.preprocess import PreparedData
-from heart_pipeline.trust import code_fingerprint, content_key, row_hashes
+from heart_pipeline.tracking.trust import code_fingerprint, content_key, row_hashes
 
 # The code a model depends on: the base package and its steps (flows only compose them).
 CODE_PACKAGES = ("heart_pipeline", "heart_pipeline.tasks")

@@ -10,8 +10,8 @@ import pandas as pd
 from prefect import task
 
 from heart_pipeline.config import Settings
-from heart_pipeline.registry import champion_version, load_model_version, predict_with_threshold
 from heart_pipeline.results import ScoringResult
+from heart_pipeline.tracking.registry import champion_version, load_model_version, predict_with_threshold
 
 
 def score_rows(model: Any, patients: pd.DataFrame, feature_columns: list[str], version: str) -> pd.DataFrame:

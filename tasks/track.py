@@ -12,7 +12,10 @@ from typing import Any
 from prefect import task
 
 from heart_pipeline.config import Settings
-from heart_pipeline.registry import (
+from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, ValidationReport
+from heart_pipeline.tasks.preprocess import PreparedData
+from heart_pipeline.tasks.train import TrainedModel
+from heart_pipeline.tracking.registry import (
     FLOW_RUN_TAG,
     ensure_experiment,
     model_signature,
@@ -22,9 +25,6 @@ from heart_pipeline.registry import (
     source_tags,
     uses_tracking_store,
 )
-from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, ValidationReport
-from heart_pipeline.tasks.preprocess import PreparedData
-from heart_pipeline.tasks.train import TrainedModel
 
 
 def local_dataset_source(path: str) -> Any:
@@ -142,7 +142,6 @@ def log_model_run(
     tags: dict[str, str],
 ) -> LoggedRun:
     import mlflow
-    import mlflow.sklearn
 
     tracking_uri = settings.tracking_uri
     experiment_id = ensure_experiment(
@@ -176,52 +175,75 @@ def log_model_run(
         tags=run_tags,
         description=run_note(evaluation, dataset, prefect_link, evidence),
     ) as run:
-        mlflow.log_params(
-            {
-                **{f"model.{k}": v for k, v in trained.params.items()},
-                "algorithm": trained.name,
-                "seed": trained.seed,
-                "threshold": evaluation.threshold,
-                "data.path": dataset.path,
-                "data.rows_in": report.rows_in,
-                "data.rows_kept": report.rows_kept,
-                "data.rows_quarantined": report.rows_quarantined,
-                "data.duplicates_removed": prepared.duplicates_removed,
-                "split.n_train": prepared.n_train,
-                "split.n_test": prepared.n_test,
-            }
-        )
-        mlflow.log_metrics(evaluation.metrics)
-        for path in evaluation.plots.values():
-            mlflow.log_artifact(path, artifact_path="plots")
-        if evaluation.metrics_csv:
-            mlflow.log_artifact(evaluation.metrics_csv, artifact_path="metrics")
-        mlflow.log_dict(
-            {
-                "threshold": evaluation.threshold,
-                "how_chosen": evaluation.threshold_note,
-                "cv_scores": evaluation.cv_scores,
-            },
-            "metrics/cv_scores.json",
-        )
-        # The full validation report is logged once per flow run (the data-quality run), not per model.
-        mlflow.log_dict(report.summary(), "data_quality/validation_summary.json")
+        log_run_contents(trained, evaluation, dataset, report, prepared)
         log_training_input(run.info.run_id, dataset, prepared.n_train, signature, tracking_uri)
-        info = mlflow.sklearn.log_model(
-            trained.model,
-            name=trained.name,
-            signature=signature,
-            input_example=prepared.x_train.head(2).astype("float64"),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=skops_trusted_types(),
-            pip_requirements=pinned_requirements(),
-        )
+        info = log_model_artifact(trained, signature, prepared)
     return LoggedRun(
         trained.name,
         run.info.run_id,
         experiment_id,
         info.model_uri,
         run_ui_url(ui_base, experiment_id, run.info.run_id),
+    )
+
+
+def run_params(
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    dataset: DatasetSummary,
+    report: ValidationReport,
+    prepared: PreparedData,
+) -> dict[str, Any]:
+    """What one model run was made from: its hyperparameters, seed, threshold, data and split."""
+    return {
+        **{f"model.{k}": v for k, v in trained.params.items()},
+        "algorithm": trained.name,
+        "seed": trained.seed,
+        "threshold": evaluation.threshold,
+        "data.path": dataset.path,
+        "data.rows_in": report.rows_in,
+        "data.rows_kept": report.rows_kept,
+        "data.rows_quarantined": report.rows_quarantined,
+        "data.duplicates_removed": prepared.duplicates_removed,
+        "split.n_train": prepared.n_train,
+        "split.n_test": prepared.n_test,
+    }
+
+
+def log_run_contents(
+    trained: TrainedModel,
+    evaluation: Evaluation,
+    dataset: DatasetSummary,
+    report: ValidationReport,
+    prepared: PreparedData,
+) -> None:
+    """Params, metrics, plots, the CV scores and the gate's summary into the active run."""
+    import mlflow
+
+    mlflow.log_params(run_params(trained, evaluation, dataset, report, prepared))
+    mlflow.log_metrics(evaluation.metrics)
+    for path in evaluation.plots.values():
+        mlflow.log_artifact(path, artifact_path="plots")
+    if evaluation.metrics_csv:
+        mlflow.log_artifact(evaluation.metrics_csv, artifact_path="metrics")
+    cv = {"threshold": evaluation.threshold, "how_chosen": evaluation.threshold_note, "cv_scores": evaluation.cv_scores}
+    mlflow.log_dict(cv, "metrics/cv_scores.json")
+    # The full validation report is logged once per flow run (the data-quality run), not per model.
+    mlflow.log_dict(report.summary(), "data_quality/validation_summary.json")
+
+
+def log_model_artifact(trained: TrainedModel, signature: Any, prepared: PreparedData) -> Any:
+    """The fitted pipeline in skops format, with its signature, an input example and pinned requirements."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.log_model(
+        trained.model,
+        name=trained.name,
+        signature=signature,
+        input_example=prepared.x_train.head(2).astype("float64"),
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        skops_trusted_types=skops_trusted_types(),
+        pip_requirements=pinned_requirements(),
     )
 
 

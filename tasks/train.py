@@ -13,9 +13,9 @@ from sklearn.metrics import roc_curve
 from sklearn.model_selection import FixedThresholdClassifier, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 
-from heart_pipeline.algorithms import ALGORITHMS
-from heart_pipeline.compute import one_job_inside, parallel_work
 from heart_pipeline.config import FeatureGroups, Settings, ThresholdConfig
+from heart_pipeline.evidence.algorithms import ALGORITHMS
+from heart_pipeline.operations.compute import one_job_inside, parallel_work
 from heart_pipeline.tasks.preprocess import PreparedData, build_preprocessor
 
 

@@ -14,12 +14,12 @@ import pandas as pd
 from prefect import task
 
 from heart_pipeline.caching import data_step_cache_policy
-from heart_pipeline.codebook import Codebook, load_codebook
-from heart_pipeline.config import ValidationConfig
-from heart_pipeline.contract import Contract, load_reference_profile, rule_name
-from heart_pipeline.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
-from heart_pipeline.render import expectation_table, rule_check, validation_markdown
-from heart_pipeline.report_html import render_validation_html, report_html_path
+from heart_pipeline.config import ValidationConfig, default_codebook
+from heart_pipeline.data_contract.codebook import Codebook
+from heart_pipeline.data_contract.contract import Contract, load_reference_profile, rule_name
+from heart_pipeline.data_contract.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
+from heart_pipeline.evidence.render import expectation_table, rule_check, validation_markdown
+from heart_pipeline.evidence.report_html import render_validation_html, report_html_path
 from heart_pipeline.results import RuleOutcome, ValidationReport
 from heart_pipeline.tasks.load import Dataset, RawData
 
@@ -110,7 +110,7 @@ def run_expectation_suite(frame: pd.DataFrame, suite_name: str, expectations: li
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     import great_expectations as gx
-    import heart_pipeline.expectations  # noqa: F401  (registers the contract's custom expectations)
+    import heart_pipeline.data_contract.expectations  # noqa: F401  (registers the contract's custom expectations)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -409,7 +409,7 @@ def validate_frame(
     champion's training rows, to compare with that. ``codebook`` supplies the foreign codings.
     """
     reference = reference or contract.reference or load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
-    expectations = resolve_expectations(contract.raw["expectations"], reference, codebook or load_codebook())
+    expectations = resolve_expectations(contract.raw["expectations"], reference, codebook or default_codebook())
     # Indexed by file line: GE's failing indices, the quarantine and every message speak in lines.
     # (An unnamed index: GE reports a named one as dicts.)
     frame = raw.frame.set_axis(pd.Index(raw.source_lines), axis=0)
@@ -488,9 +488,9 @@ def _json_default(value: Any) -> Any:
         "dataset",
         __name__,
         "heart_pipeline.tasks.load",
-        "heart_pipeline.contract",
-        "heart_pipeline.meaning",
-        "heart_pipeline.expectations",
+        "heart_pipeline.data_contract.contract",
+        "heart_pipeline.data_contract.meaning",
+        "heart_pipeline.data_contract.expectations",
     ),
     cache_expiration=timedelta(days=7),
     persist_result=True,

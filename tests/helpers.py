@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.config import Settings, load_config, load_settings_and_contract, write_private_config
-from heart_pipeline.contract import Contract
+from heart_pipeline.data_contract.contract import Contract
 from heart_pipeline.results import Evaluation, TrackedModel, ValidationReport
 from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
 from heart_pipeline.tasks.load import Dataset, load_dataset, read_heart_csv

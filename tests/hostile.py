@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heart_pipeline.codebook import load_codebook
+from heart_pipeline.config import default_codebook
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def inverted(frame: pd.DataFrame) -> pd.DataFrame:
 def in_foreign_coding(frame: pd.DataFrame, columns: list[str], coding: str = "uci") -> pd.DataFrame:
     """``columns`` rewritten in a foreign coding's codes (the codebook's mapping, inverted), under our header."""
     out = frame.copy()
-    for recode in load_codebook().foreign_coding(coding).to_ours.values():
+    for recode in default_codebook().foreign_coding(coding).to_ours.values():
         if recode.column in columns:
             inverse = {ours: theirs for theirs, ours in reversed(recode.codes.items()) if ours is not None}
             out[recode.column] = frame[recode.column].map(inverse)

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from heart_pipeline.api import TOKEN_ENV, create_app
-from heart_pipeline.api_limits import bounded_errors
 from heart_pipeline.config import load_config, load_settings_and_contract
 from heart_pipeline.errors import ConfigError
-from heart_pipeline.ingest_jobs import STATE_NAME, IngestJobs, Retention
+from heart_pipeline.serving.app import TOKEN_ENV, create_app
+from heart_pipeline.serving.ingest_jobs import STATE_NAME, IngestJobs, Retention
+from heart_pipeline.serving.limits import bounded_errors
 from tests.helpers import build_candidates, write_test_config
 from tests.test_model_lifecycle import champion_of
 
@@ -430,7 +430,7 @@ def test_a_champion_that_cannot_load_is_refused_and_the_last_good_one_serves(api
 @pytest.mark.e2e
 def test_a_cloudpickle_champion_is_refused_and_the_last_good_one_serves(api: TestClient, served: dict) -> None:
     """A working model in cloudpickle format, carrying the champion's own tags: only the trusted loader stops it."""
-    from heart_pipeline.registry import load_model_version, tracking_store
+    from heart_pipeline.tracking.registry import load_model_version, tracking_store
 
     client, good, uri = served["client"], serving_the_champion(api, served), served["settings"].tracking_uri
     with tracking_store(uri):

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from heart_pipeline.api import TOKEN_ENV
+from heart_pipeline.serving.app import TOKEN_ENV
 from tests.helpers import BIN, write_test_config
 
 pytestmark = pytest.mark.e2e

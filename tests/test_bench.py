@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from heart_pipeline.bench.synthetic import synthesize, valid_rows
 from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.synthetic import synthesize, valid_rows
 from tests.helpers import cli_env
 
 
@@ -49,7 +49,7 @@ def test_bench_smoke_at_1000_rows(prefect_server: str, session_dir: Path, tmp_pa
         [
             sys.executable,
             "-m",
-            "heart_pipeline.bench",
+            "heart_pipeline.bench.run",
             *("--sizes", "1000", "--repeats", "1", "--out", str(tmp_path)),
             *("--set", "cross_validation.n_repeats=1", "--set", "models.random_forest.n_estimators=20"),
         ],

@@ -24,7 +24,7 @@ def key(policy, **parameters) -> str | None:
 
 def test_key_follows_content_and_config_not_the_path() -> None:
     settings = load_config()
-    policy = data_step_cache_policy("dataset", "heart_pipeline.contract")
+    policy = data_step_cache_policy("dataset", "heart_pipeline.data_contract.contract")
     base = {"dataset": FakeDataset("abc", "/a.csv"), "validation": settings.validation}
     assert key(policy, **base) == key(policy, **{**base, "dataset": FakeDataset("abc", "/elsewhere.csv")})
     assert key(policy, **base) != key(policy, **{**base, "dataset": FakeDataset("abd", "/a.csv")})

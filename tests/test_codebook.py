@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from heart_pipeline.codebook import codebook_from_dict, disagreements_with_contract, load_codebook
-from heart_pipeline.config import load_codebook_for, load_settings_and_contract
+from heart_pipeline.config import default_codebook, load_codebook_for, load_settings_and_contract
+from heart_pipeline.data_contract.codebook import codebook_from_dict, disagreements_with_contract
 from heart_pipeline.errors import ConfigError
 
 CODED = ["sex", "cp", "fbs", "restecg", "exang", "slope", "ca", "thal", "target"]
 
 
 def test_every_coded_column_has_a_meaning_for_each_code() -> None:
-    book = load_codebook()
+    book = default_codebook()
     assert sorted(book.columns) == sorted(CODED)
     assert book.version >= 1
     assert "num > 0" in book.label_definition
@@ -30,7 +30,7 @@ def test_contract_value_sets_agree_with_the_codebook() -> None:
 
 
 def test_a_disagreeing_codebook_is_refused(tmp_path: Path) -> None:
-    book = load_codebook()
+    book = default_codebook()
     raw = yaml.safe_load(book.path.read_text())
     raw["columns"]["cp"]["codes"][4] = "made up"
     changed = codebook_from_dict(raw, tmp_path / "codebook.yaml")
@@ -40,7 +40,7 @@ def test_a_disagreeing_codebook_is_refused(tmp_path: Path) -> None:
 
 
 def test_uci_mapping_is_the_verified_one() -> None:
-    uci = load_codebook().foreign_coding("uci")
+    uci = default_codebook().foreign_coding("uci")
     assert uci.to_ours["cp"].codes == {1: 3, 2: 1, 3: 2, 4: 0}
     assert uci.to_ours["restecg"].codes == {0: 1, 1: 2, 2: 0}, "a rotation, not a swap"
     assert uci.to_ours["slope"].codes == {1: 2, 2: 1, 3: 0}
@@ -52,7 +52,7 @@ def test_uci_mapping_is_the_verified_one() -> None:
 
 def test_mapped_codes_mean_the_same_thing_in_both_codings() -> None:
     """UCI's text for each code and ours agree after the mapping (the meanings are one fact each)."""
-    book = load_codebook()
+    book = default_codebook()
     uci = book.foreign_coding("uci")
     for source in ("cp", "slope", "thal", "restecg"):
         for theirs, ours in uci.to_ours[source].codes.items():
@@ -61,14 +61,14 @@ def test_mapped_codes_mean_the_same_thing_in_both_codings() -> None:
 
 
 def test_kaggle_target_is_inverted_and_placeholders_are_missing() -> None:
-    kaggle = load_codebook().foreign_coding("kaggle")
+    kaggle = default_codebook().foreign_coding("kaggle")
     assert kaggle.to_ours["target"].codes == {0: 1, 1: 0}
     assert kaggle.to_ours["thal"].codes[0] is None
     assert kaggle.to_ours["ca"].codes[4] is None
 
 
 def test_a_mapping_to_a_code_we_do_not_have_is_refused(tmp_path: Path) -> None:
-    raw = yaml.safe_load(load_codebook().path.read_text())
+    raw = yaml.safe_load(default_codebook().path.read_text())
     raw["foreign_codings"]["uci"]["to_ours"]["cp"]["codes"][4] = 9
     with pytest.raises(ConfigError, match=r"maps to codes \[9\]"):
         codebook_from_dict(raw, tmp_path / "codebook.yaml")

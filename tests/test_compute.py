@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
-from heart_pipeline.compute import (
+from heart_pipeline.config import load_config
+from heart_pipeline.operations.compute import (
     available_cores,
     core_budget,
     dask_cluster,
@@ -15,7 +16,6 @@ from heart_pipeline.compute import (
     one_job_inside,
     parallel_work,
 )
-from heart_pipeline.config import load_config
 from heart_pipeline.tasks.train import build_model
 
 

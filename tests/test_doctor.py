@@ -8,8 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from heart_pipeline.doctor import UNDECIDED, close_flow_run_records, diagnose
-from heart_pipeline.registry import DECISION_TAG, FLOW_RUN_TAG, ensure_experiment
+from heart_pipeline.operations.doctor import UNDECIDED, close_flow_run_records, diagnose
+from heart_pipeline.tracking.registry import DECISION_TAG, FLOW_RUN_TAG, ensure_experiment
 
 pytestmark = pytest.mark.e2e  # a real SQLite MLflow store
 

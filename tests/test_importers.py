@@ -8,13 +8,12 @@ import pandas as pd
 import pytest
 
 from heart_pipeline.cli import main
-from heart_pipeline.codebook import load_codebook
-from heart_pipeline.config import PROJECT_ROOT
+from heart_pipeline.config import PROJECT_ROOT, default_codebook
+from heart_pipeline.data_contract.importers import convert, convert_bundled_default, from_ours, provenance_path
 from heart_pipeline.errors import DataError
-from heart_pipeline.importers import convert, convert_bundled_default, from_ours, provenance_path
 
 BUNDLED = PROJECT_ROOT / "data" / "processed.cleveland.data"
-BOOK = load_codebook()
+BOOK = default_codebook()
 
 
 @pytest.fixture(scope="module")

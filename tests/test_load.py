@@ -10,10 +10,10 @@ import pytest
 
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.config import load_config, load_settings_and_contract
+from heart_pipeline.data_contract.files import read_input_bytes, write_atomic
+from heart_pipeline.data_contract.importers import provenance_path
+from heart_pipeline.data_contract.reading import ParsedTable, declare_disease_label, parse_heart_table
 from heart_pipeline.errors import ConfigError, DataError
-from heart_pipeline.files import read_input_bytes, write_atomic
-from heart_pipeline.importers import provenance_path
-from heart_pipeline.reading import ParsedTable, declare_disease_label, parse_heart_table
 from heart_pipeline.tasks.load import load_dataset, read_heart_csv
 from tests.helpers import make_settings
 

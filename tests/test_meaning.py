@@ -11,23 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heart_pipeline.codebook import load_codebook
-from heart_pipeline.config import load_settings_and_contract
-from heart_pipeline.meaning import (
+from heart_pipeline.config import default_codebook, load_settings_and_contract
+from heart_pipeline.data_contract.meaning import (
     DEFAULT_REFERENCE_PROFILE_PATH,
     foreign_coding_fits,
     label_inversion_reason,
     marker_effects,
     resolve_expectations,
 )
-from heart_pipeline.reference_profile import bundled_profile, profile_json
+from heart_pipeline.data_contract.reference_profile import bundled_profile, profile_json
 from heart_pipeline.results import ValidationReport
 from heart_pipeline.tasks.validate import exact_percent
 from tests.helpers import run_gate
 from tests.hostile import MEANING_CASES, HostileCase, in_foreign_coding, inverted
 
 SETTINGS, CONTRACT = load_settings_and_contract()
-BOOK = load_codebook()
+BOOK = default_codebook()
 REFERENCE = CONTRACT.reference
 BOOTSTRAP_SAMPLES = 200
 

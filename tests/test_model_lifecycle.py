@@ -16,8 +16,8 @@ import pytest
 
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.registry import CHAMPION, rollback_champion
 from heart_pipeline.tasks.promote import promote_best_model
+from heart_pipeline.tracking.registry import CHAMPION, rollback_champion
 from tests.helpers import BIN, build_candidates, cli_env, with_changes, write_test_config
 
 pytestmark = pytest.mark.e2e
@@ -205,7 +205,7 @@ def test_batch_scoring_without_a_champion_fails_clearly(tmp_path: Path, patients
 def api(template: dict):
     from fastapi.testclient import TestClient
 
-    from heart_pipeline.api import create_app
+    from heart_pipeline.serving.app import create_app
 
     with TestClient(create_app(str(template["config"])), raise_server_exceptions=False) as client:
         yield client

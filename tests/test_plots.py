@@ -11,8 +11,8 @@ from sklearn.model_selection import FixedThresholdClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from heart_pipeline.codebook import load_codebook
-from heart_pipeline.plots import (
+from heart_pipeline.config import default_codebook
+from heart_pipeline.evidence.plots import (
     PLOT_FILES,
     _wilson,
     calibration_figure,
@@ -23,7 +23,7 @@ from heart_pipeline.plots import (
     png_bytes,
     quantile_bins,
 )
-from heart_pipeline.stats import _SortedScores, bootstrap_intervals, fast_metrics
+from heart_pipeline.evidence.stats import _SortedScores, bootstrap_intervals, fast_metrics
 
 CODES = {"cp": {0: "asymptomatic", 1: "atypical angina"}, "sex": {0: "female", 1: "male"}}
 DESCRIPTIONS = {"cp": "Chest pain type", "sex": "Sex"}
@@ -89,7 +89,7 @@ def test_every_plot_is_drawn_with_the_same_file_names_and_shuffling_noise_is_uni
     model = FixedThresholdClassifier(pipeline, threshold=0.5, response_method="predict_proba").fit(x, y)
     mean, _ = permutation_importance(model, x, y, seed=0)
     assert mean[0] > 0.1 > abs(mean[1])
-    figures = model_figures(model, x, y, "logistic_regression", {}, load_codebook(), seed=0)
+    figures = model_figures(model, x, y, "logistic_regression", {}, default_codebook(), seed=0)
     assert set(figures) == set(PLOT_FILES)
     for figure in figures.values():
         assert png_bytes(figure)[:8] == b"\x89PNG\r\n\x1a\n"

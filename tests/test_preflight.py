@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from heart_pipeline import local_server, preflight
 from heart_pipeline.config import PROJECT_ROOT, load_config
 from heart_pipeline.errors import DataError
-from heart_pipeline.preflight import StoreUnavailable
+from heart_pipeline.operations import local_server, preflight
+from heart_pipeline.operations.preflight import StoreUnavailable
 from tests.helpers import BIN, run_cli, write_test_config
 
 

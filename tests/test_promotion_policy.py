@@ -1,8 +1,8 @@
 """The promotion gate's policy as a pure function (no store)."""
 
-from heart_pipeline.registry import CODEBOOK_TAG, LABEL_TAG
 from heart_pipeline.results import Evaluation
-from heart_pipeline.tasks.promote import ChampionComparison, comparable, first_passing, gate, label_alarm, rank_by_cv
+from heart_pipeline.tracking.policy import ChampionComparison, comparable, first_passing, gate, label_alarm, rank_by_cv
+from heart_pipeline.tracking.registry import CODEBOOK_TAG, LABEL_TAG
 
 
 def test_gate_logic() -> None:

@@ -14,11 +14,17 @@ import mlflow
 import mlflow.sklearn
 import pytest
 
-from heart_pipeline import registry
 from heart_pipeline.config import Settings, load_settings_and_contract
-from heart_pipeline.registry import CHAMPION, DECISION_TAG, LABEL_TAG, PREVIOUS_CHAMPION_TAG, load_model_version
 from heart_pipeline.tasks.promote import LabelAlarm, promote_best_model
-from heart_pipeline.trust import SHA256_TAG, UntrustedModelError, row_hashes
+from heart_pipeline.tracking import registry
+from heart_pipeline.tracking.registry import (
+    CHAMPION,
+    DECISION_TAG,
+    LABEL_TAG,
+    PREVIOUS_CHAMPION_TAG,
+    load_model_version,
+)
+from heart_pipeline.tracking.trust import SHA256_TAG, UntrustedModelError, row_hashes
 from tests.helpers import MarkerWritingModel, build_candidates, with_changes, write_test_config
 
 pytestmark = pytest.mark.e2e

@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from heart_pipeline.render import rule_check
-from heart_pipeline.report_html import capped_lines, render_validation_html, sorted_outcomes
+from heart_pipeline.evidence.render import rule_check
+from heart_pipeline.evidence.report_html import capped_lines, render_validation_html, sorted_outcomes
 from heart_pipeline.results import RuleOutcome, ValidationReport
 
 HOSTILE = '<script src="https://evil.example/x.js"></script><img src=//cdn.example/p.png>'
@@ -110,6 +110,6 @@ def test_status_agrees_with_the_pipeline_decision(decision):
 
 
 def test_report_path_is_in_the_validation_folder(tmp_path: Path):
-    from heart_pipeline.report_html import report_html_path
+    from heart_pipeline.evidence.report_html import report_html_path
 
     assert report_html_path(tmp_path / "validation") == tmp_path / "validation" / "report.html"

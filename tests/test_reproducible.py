@@ -7,8 +7,8 @@ import pickle
 import pandas as pd
 import pytest
 
-from heart_pipeline.algorithms import ALGORITHMS
 from heart_pipeline.config import load_config
+from heart_pipeline.evidence.algorithms import ALGORITHMS
 from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities
 from heart_pipeline.tasks.preprocess import prepare_training_data
 from heart_pipeline.tasks.train import train_model

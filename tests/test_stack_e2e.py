@@ -15,8 +15,8 @@ import psutil
 import pytest
 import yaml
 
-from heart_pipeline import stack
 from heart_pipeline.config import PROJECT_ROOT, load_config
+from heart_pipeline.operations import stack
 from tests.helpers import BIN, write_test_config
 from tests.hostile import CASES
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from heart_pipeline import stack
+from heart_pipeline.operations import stack
 
 # A parent that ignores SIGTERM and has a child that ignores it too: only SIGKILL stops them.
 IGNORE_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

@@ -6,8 +6,8 @@ import logging
 
 from heart_pipeline.cli import build_parser, human_summary
 from heart_pipeline.errors import DataError
-from heart_pipeline.render import champion_line, mlflow_ui_command, training_terminal_summary
-from heart_pipeline.runtime import ExpectedErrorsAsOneLine, RoutineStateChanges
+from heart_pipeline.evidence.render import champion_line, mlflow_ui_command, training_terminal_summary
+from heart_pipeline.operations.runtime import ExpectedErrorsAsOneLine, RoutineStateChanges
 
 
 def record(message: str, level: int = logging.INFO, exc: BaseException | None = None) -> logging.LogRecord:

@@ -5,15 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heart_pipeline.codebook import load_codebook
-from heart_pipeline.config import load_config
-from heart_pipeline.plots import PLOT_FILES, model_figures
-from heart_pipeline.stats import corrected_confidence_interval, held_out_metrics
+from heart_pipeline.config import default_codebook, load_config
+from heart_pipeline.evidence.plots import PLOT_FILES, model_figures
+from heart_pipeline.evidence.stats import corrected_confidence_interval, held_out_metrics
 from heart_pipeline.tasks.evaluate import evaluate_model, held_out_probabilities, write_evaluation
 from heart_pipeline.tasks.preprocess import prepare_training_data
 from heart_pipeline.tasks.train import build_model, train_model
 
-CODEBOOK = load_codebook()
+CODEBOOK = default_codebook()
 
 SETTINGS = load_config()
 

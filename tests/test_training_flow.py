@@ -126,7 +126,7 @@ def test_mlflow_experiment_reads_as_model_training(trained: dict) -> None:
 def test_registered_model_scores_raw_rows(trained: dict, bundled_csv: Path) -> None:
     import pandas as pd
 
-    from heart_pipeline.registry import tracking_store
+    from heart_pipeline.tracking.registry import tracking_store
 
     with tracking_store(f"sqlite:///{trained['directory'] / 'mlflow.db'}"):
         model = mlflow.pyfunc.load_model("models:/heart-disease@champion")

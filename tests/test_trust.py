@@ -15,8 +15,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from heart_pipeline import trust
-from heart_pipeline.trust import SKOPS_TRUSTED_TYPES, UntrustedModelError
+from heart_pipeline.tracking import trust
+from heart_pipeline.tracking.trust import SKOPS_TRUSTED_TYPES, UntrustedModelError
 from tests.helpers import MarkerWritingModel
 
 

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.caching import fingerprint_bytes
-from heart_pipeline.codebook import Codebook, ForeignCoding
+from heart_pipeline.data_contract.codebook import Codebook, ForeignCoding
+from heart_pipeline.data_contract.files import read_input_bytes, write_atomic
 from heart_pipeline.errors import DataError, cell
-from heart_pipeline.files import read_input_bytes, write_atomic
 
 MAX_LINES_LISTED = 5
 

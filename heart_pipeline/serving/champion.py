@@ -9,7 +9,7 @@ import pandas as pd
 from fastapi import HTTPException
 
 from heart_pipeline.config import Settings
-from heart_pipeline.registry import champion_version, load_model_version, predict_with_threshold
+from heart_pipeline.tracking.registry import champion_version, load_model_version, predict_with_threshold
 
 
 def probe(model: Any, probe_row: pd.DataFrame) -> float:

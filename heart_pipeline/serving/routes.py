@@ -1,7 +1,7 @@
 """The prediction API's endpoints, one router per concern: scoring, ingest checks, and the data views.
 
 Each router is built for one app from its ``ApiState`` (the patient model is made from the contract
-at start-up, so the routes cannot be module-level). ``heart_pipeline.api.create_app`` composes them.
+at start-up, so the routes cannot be module-level). ``heart_pipeline.serving.app.create_app`` composes them.
 """
 
 import hmac
@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from heart_pipeline.api_schema import Prediction, PredictionResponse, patients_body, patients_frame
-from heart_pipeline.api_serving import ChampionCache, probe
 from heart_pipeline.config import Settings
-from heart_pipeline.ingest_jobs import IngestJobs, public_paths
-from heart_pipeline.registry import predict_with_threshold
+from heart_pipeline.serving.champion import ChampionCache, probe
+from heart_pipeline.serving.ingest_jobs import IngestJobs, public_paths
+from heart_pipeline.serving.schema import Prediction, PredictionResponse, patients_body, patients_frame
+from heart_pipeline.tracking.registry import predict_with_threshold
 
 TOKEN_ENV = "HEART_PIPELINE_API_TOKEN"
 
@@ -51,82 +51,107 @@ def latest_validated(runs_dir: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def scoring_router(state: ApiState) -> APIRouter:
-    """/health, /predict and /preprocess: the champion, as the last good model that scored the probe."""
-    router = APIRouter()
-    settings, champion = state.settings, state.champion
-    one_or_more = patients_body(state.patient, settings.api.example_patient, settings.api.max_records_per_request)
-    errors_doc: dict[int | str, dict[str, Any]] = {
+def scoring_errors(settings: Settings) -> dict[int | str, dict[str, Any]]:
+    """The error answers /predict and /preprocess document."""
+    return {
         413: {"description": "request body above api.max_request_kb"},
         422: {"description": f"invalid fields: at most {settings.api.max_errors_shown} errors, values cut short"},
         503: {"description": "no champion model can be served"},
     }
-    health_example = {
+
+
+def health_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
+    """/health's documented answers, with an example of a healthy one."""
+    example = {
         "status": "ok",
         "registered_model": settings.mlflow.registered_model,
         "champion_version": "3",
         "serving_version": "3",
         "probe_probability": 0.42,
     }
+    return {
+        200: {"description": "serving the champion", "content": {"application/json": {"example": example}}},
+        503: {"description": "the champion cannot be served (status unavailable, unhealthy or degraded), and why"},
+    }
 
-    @router.get(
-        "/health",
-        response_class=JSONResponse,
-        responses={
-            200: {"description": "serving the champion", "content": {"application/json": {"example": health_example}}},
-            503: {"description": "the champion cannot be served (status unavailable, unhealthy or degraded), and why"},
-        },
+
+def health_response(state: ApiState) -> JSONResponse:
+    """Healthy only when the serving model is the current champion and it scored the probe patient
+    (`api.example_patient`) just now. A champion that was refused (untrusted, unloadable, cannot
+    score) gives 503 with the reason, while the last good champion keeps serving /predict."""
+    champion = state.champion
+    champion.refresh()
+    body: dict[str, Any] = {
+        "registered_model": state.settings.mlflow.registered_model,
+        "champion_version": champion.champion,
+        "serving_version": champion.version,
+    }
+    if champion.model is None:
+        return JSONResponse(status_code=503, content={"status": "unavailable", **body, "reason": champion.problem})
+    try:
+        body["probe_probability"] = probe(champion.model, state.probe_row)
+    except Exception as exc:  # noqa: BLE001 - health reports the failure rather than raising it
+        return JSONResponse(status_code=503, content={"status": "unhealthy", **body, "reason": str(exc)})
+    if champion.problem:
+        note = f"serving the last good champion, v{champion.version}"
+        return JSONResponse(
+            status_code=503, content={"status": "degraded", **body, "reason": champion.problem, "note": note}
+        )
+    return JSONResponse(content={"status": "ok", **body})
+
+
+def predict_response(state: ApiState, patients: Any) -> PredictionResponse:
+    """Score one record or a list with the serving champion, at the model's own threshold."""
+    records = patients if isinstance(patients, list) else [patients]
+    model, version = state.champion.serving()
+    probabilities, labels = predict_with_threshold(model, patients_frame(records, state.feature_columns))
+    return PredictionResponse(
+        registered_model=state.settings.mlflow.registered_model,
+        model_version=version,
+        threshold=float(model.threshold),
+        predictions=[
+            Prediction(probability=float(p), label=int(lbl)) for p, lbl in zip(probabilities, labels, strict=True)
+        ],
     )
+
+
+def preprocess_response(state: ApiState, patients: Any) -> dict[str, Any]:
+    """The serving champion's fitted preprocessor applied to raw records."""
+    records = patients if isinstance(patients, list) else [patients]
+    model, version = state.champion.serving()
+    preprocessor = model.estimator_.named_steps["preprocess"]
+    matrix = preprocessor.transform(patients_frame(records, state.feature_columns))
+    return {
+        "model_version": version,
+        "columns": preprocessor.get_feature_names_out().tolist(),
+        "rows": matrix.tolist(),
+    }
+
+
+def scoring_router(state: ApiState) -> APIRouter:
+    """/health, /predict and /preprocess: the champion, as the last good model that scored the probe.
+    The body type is built from the contract at start-up, so the endpoints are registered here; their
+    work is in the module-level functions above."""
+    router = APIRouter()
+    settings = state.settings
+    one_or_more = patients_body(state.patient, settings.api.example_patient, settings.api.max_records_per_request)
+
+    @router.get("/health", response_class=JSONResponse, responses=health_responses(settings))
     def health() -> JSONResponse:
         """Healthy only when the serving model is the current champion and it scored the probe patient
         (`api.example_patient`) just now. A champion that was refused (untrusted, unloadable, cannot
         score) gives 503 with the reason, while the last good champion keeps serving /predict."""
-        champion.refresh()
-        body: dict[str, Any] = {
-            "registered_model": settings.mlflow.registered_model,
-            "champion_version": champion.champion,
-            "serving_version": champion.version,
-        }
-        if champion.model is None:
-            return JSONResponse(status_code=503, content={"status": "unavailable", **body, "reason": champion.problem})
-        try:
-            body["probe_probability"] = probe(champion.model, state.probe_row)
-        except Exception as exc:  # noqa: BLE001 - health reports the failure rather than raising it
-            return JSONResponse(status_code=503, content={"status": "unhealthy", **body, "reason": str(exc)})
-        if champion.problem:
-            note = f"serving the last good champion, v{champion.version}"
-            return JSONResponse(
-                status_code=503, content={"status": "degraded", **body, "reason": champion.problem, "note": note}
-            )
-        return JSONResponse(content={"status": "ok", **body})
+        return health_response(state)
 
-    @router.post("/predict", response_model=PredictionResponse, responses=errors_doc)
+    @router.post("/predict", response_model=PredictionResponse, responses=scoring_errors(settings))
     def predict(patients: one_or_more) -> PredictionResponse:  # type: ignore[valid-type]
         """Probability of heart disease and a label at the model's own threshold, for each record, in order."""
-        records = patients if isinstance(patients, list) else [patients]
-        model, version = champion.serving()
-        probabilities, labels = predict_with_threshold(model, patients_frame(records, state.feature_columns))
-        return PredictionResponse(
-            registered_model=settings.mlflow.registered_model,
-            model_version=version,
-            threshold=float(model.threshold),
-            predictions=[
-                Prediction(probability=float(p), label=int(lbl)) for p, lbl in zip(probabilities, labels, strict=True)
-            ],
-        )
+        return predict_response(state, patients)
 
-    @router.post("/preprocess", responses=errors_doc)
+    @router.post("/preprocess", responses=scoring_errors(settings))
     def preprocess(patients: one_or_more) -> dict[str, Any]:  # type: ignore[valid-type]
         """The champion's fitted preprocessor applied to raw records: the features the classifier sees."""
-        records = patients if isinstance(patients, list) else [patients]
-        model, version = champion.serving()
-        preprocessor = model.estimator_.named_steps["preprocess"]
-        matrix = preprocessor.transform(patients_frame(records, state.feature_columns))
-        return {
-            "model_version": version,
-            "columns": preprocessor.get_feature_names_out().tolist(),
-            "rows": matrix.tolist(),
-        }
+        return preprocess_response(state, patients)
 
     return router
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from heart_pipeline.contract import Contract
+from heart_pipeline.data_contract.contract import Contract
 
 JITTER_FRACTION_OF_STD = 0.1
 

@@ -20,8 +20,8 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from heart_pipeline.data_contract.files import check_input_file
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.files import check_input_file
 
 PROBE_TIMEOUT_SECONDS = 5.0
 SQLITE_PREFIX = "sqlite:///"
@@ -36,7 +36,7 @@ class StoreUnavailable(PipelineError):
 
 
 def check_data_file(path: Path, max_memory_mb: int) -> None:
-    """The load step's file checks (``heart_pipeline.files``), without reading the file."""
+    """The load step's file checks (``heart_pipeline.data_contract.files``), without reading the file."""
     check_input_file(path, max_memory_mb * 2**20, "data.max_memory_mb")
 
 

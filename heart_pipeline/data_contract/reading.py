@@ -1,7 +1,7 @@
 """Parse a heart-data file's bytes (CSV or Parquet) into a frame, with a one-line reason for every
 way it can be unusable, and the file line of every row.
 
-Pure: bytes in, frame out. The caller reads the bytes once (heart_pipeline.files) and fingerprints
+Pure: bytes in, frame out. The caller reads the bytes once (heart_pipeline.data_contract.files) and fingerprints
 the same bytes, so what is validated is exactly what is hashed.
 """
 

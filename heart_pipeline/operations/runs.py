@@ -87,8 +87,8 @@ def mlflow_outcome(flow_run: FlowRun, state: State[Any]) -> str:
     try:
         if not touched_mlflow(flow_run.id):
             return "Nothing was written to MLflow: the run stopped before the tracking step."
-        from heart_pipeline.doctor import close_flow_run_records
-        from heart_pipeline.preflight import check_tracking_store
+        from heart_pipeline.operations.doctor import close_flow_run_records
+        from heart_pipeline.operations.preflight import check_tracking_store
 
         settings = load_config((flow_run.parameters or {}).get("config_path"))
         check_tracking_store(settings.tracking_uri)  # seconds, so a dead store cannot stall this hook
@@ -101,7 +101,7 @@ def mlflow_outcome(flow_run: FlowRun, state: State[Any]) -> str:
             f"Could not read what this run left in MLflow ({shorten(str(exc), 200)}); "
             "`heart-pipeline doctor` lists runs left RUNNING and versions without a decision."
         )
-    from heart_pipeline.registry import DECISION_TAG
+    from heart_pipeline.tracking.registry import DECISION_TAG
 
     if versions:
         listed = ", ".join(f"v{v.version} ({v.tags.get(DECISION_TAG, 'no promotion decision')})" for v in versions)
@@ -148,7 +148,7 @@ def publish_failure_report(flow: Flow[..., Any], flow_run: FlowRun, state: State
     from prefect.artifacts import create_markdown_artifact
     from prefect.context import FlowRunContext
 
-    from heart_pipeline.render import failure_markdown
+    from heart_pipeline.evidence.render import failure_markdown
 
     state = crash_if_terminated(flow_run, state)
 

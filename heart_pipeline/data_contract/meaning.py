@@ -5,7 +5,7 @@ another coding's, or whose missing values were written as 0: every cell is valid
 compare the file with clinical knowledge (disease markers) and with a reference profile (the
 bundled data's code and value shares, great_expectations/reference_profile.json). They take
 frames and plain dicts and return plain results; the contract's custom Great Expectations
-expectations (heart_pipeline/expectations.py) call them, and so can anything else.
+expectations (heart_pipeline/data_contract/expectations.py) call them, and so can anything else.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heart_pipeline.codebook import Codebook
+from heart_pipeline.data_contract.codebook import Codebook
 
 MISSING = "missing"
 # Bigger files are judged on a fixed random subsample: at this size every real effect is already
@@ -30,7 +30,7 @@ MAX_ROWS_FOR_TESTS = 50_000
 UNSEEN_CODE_PROBABILITY = 1e-3
 # The bundled data's profile sits with the contract; config's contract.reference_profile_path names
 # it for runs, and this default serves code without a config (tests, the regeneration command).
-DEFAULT_REFERENCE_PROFILE_PATH = Path(__file__).resolve().parents[1] / "great_expectations" / "reference_profile.json"
+DEFAULT_REFERENCE_PROFILE_PATH = Path(__file__).resolve().parents[2] / "great_expectations" / "reference_profile.json"
 
 
 def _subsample(frame: pd.DataFrame) -> pd.DataFrame:

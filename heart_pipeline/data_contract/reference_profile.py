@@ -1,5 +1,5 @@
 """Regenerate the committed reference profile from the bundled data:
-``python -m heart_pipeline.reference_profile`` (or ``make reference-profile``).
+``python -m heart_pipeline.data_contract.reference_profile`` (or ``make reference-profile``).
 
 The profile (great_expectations/reference_profile.json) holds the bundled file's code and value
 shares in the project's coding; the contract's shift and coding checks compare files with it.
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from heart_pipeline.config import Settings, load_codebook_for, load_config
-from heart_pipeline.importers import convert
-from heart_pipeline.meaning import build_reference_profile
+from heart_pipeline.data_contract.importers import convert
+from heart_pipeline.data_contract.meaning import build_reference_profile
 
 
 def bundled_profile(settings: Settings) -> dict[str, Any]:

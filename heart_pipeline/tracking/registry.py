@@ -29,7 +29,7 @@ import pandas as pd
 
 from heart_pipeline.config import PROJECT_ROOT
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.trust import SKOPS_TRUSTED_TYPES, identity_tags, load_verified, model_file_name
+from heart_pipeline.tracking.trust import SKOPS_TRUSTED_TYPES, identity_tags, load_verified, model_file_name
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -331,7 +331,7 @@ def load_model_version(tracking_uri: str, name: str, version: str) -> Any:
     """The one way any part of the pipeline deserializes a registered model (API, scoring, promote).
 
     Loads one exact version (not the alias), so labels and the reported version always agree, and
-    only after ``heart_pipeline.trust`` has checked its format, its bytes and its types.
+    only after ``heart_pipeline.tracking.trust`` has checked its format, its bytes and its types.
     """
     import mlflow
 

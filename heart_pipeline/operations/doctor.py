@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from heart_pipeline.registry import DECISION_TAG, FLOW_RUN_TAG
+from heart_pipeline.tracking.registry import DECISION_TAG, FLOW_RUN_TAG
 
 # A run or version younger than this may belong to a flow that is still working.
 DEFAULT_MIN_AGE_MINUTES = 30.0
@@ -103,7 +103,7 @@ def diagnose(
     """List (and with ``fix``, close) runs stuck in RUNNING and versions without a decision."""
     import mlflow
 
-    from heart_pipeline.registry import tracking_store
+    from heart_pipeline.tracking.registry import tracking_store
 
     with tracking_store(tracking_uri):
         client = mlflow.MlflowClient(tracking_uri)
@@ -129,7 +129,7 @@ def close_flow_run_records(
     version it registered. A flow's failure, crash and cancellation hooks call this."""
     import mlflow
 
-    from heart_pipeline.registry import tracking_store
+    from heart_pipeline.tracking.registry import tracking_store
 
     with tracking_store(tracking_uri):
         client = mlflow.MlflowClient(tracking_uri)

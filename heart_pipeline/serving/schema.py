@@ -12,8 +12,8 @@ from fastapi.openapi.models import Example
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
-from heart_pipeline.codebook import Codebook
-from heart_pipeline.contract import Contract
+from heart_pipeline.data_contract.codebook import Codebook
+from heart_pipeline.data_contract.contract import Contract
 
 
 def _code_not_bool_or_text(value: Any) -> Any:

@@ -12,7 +12,7 @@ Here the project decides instead:
   (the bytes did not change after registration), and when ``HEART_PIPELINE_MODEL_KEY`` is set, the
   ``model.hmac`` tag must be that key's HMAC of the digest (only a holder of the key registered it).
 
-Nothing here talks to MLflow; ``heart_pipeline.registry`` downloads the files and calls these checks.
+Nothing here talks to MLflow; ``heart_pipeline.tracking.registry`` downloads the files and calls these checks.
 """
 
 from __future__ import annotations

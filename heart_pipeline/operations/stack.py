@@ -26,7 +26,7 @@ import psutil
 
 from heart_pipeline.config import PROJECT_ROOT, load_config
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.zombies import ensure_zombie_automation, heartbeat_env
+from heart_pipeline.operations.zombies import ensure_zombie_automation, heartbeat_env
 
 BIN = Path(sys.executable).parent
 SERVICES = ("prefect-server", "mlflow-server", "worker")  # started in this order, stopped in reverse
@@ -248,35 +248,7 @@ def up(layout: StackLayout, timeout: float = 120, progress: Callable[[str], None
     record = layout.state_dir / "stack.json"
     record.write_text(json.dumps({"layout": {k: str(v) for k, v in asdict(layout).items()}}, indent=2))
     try:
-        pids = {}
-        for service, command in _server_commands(layout).items():
-            pids[service] = _spawn(layout, service, command, env)
-            say(f"started {service} (pid {pids[service]}, log {layout.log_file(service)})")
-        _wait_healthy(layout, "prefect-server", pids["prefect-server"], f"{layout.prefect_api_url}/health", timeout)
-        say(f"Prefect server answers on {layout.prefect_api_url}")
-        _wait_healthy(layout, "mlflow-server", pids["mlflow-server"], f"{layout.mlflow_url}/health", timeout)
-        say(f"MLflow server answers on {layout.mlflow_url}")
-        _run(
-            [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"],
-            env,
-            f"creating work pool {pool}",
-        )
-        say(f"work pool {pool} ready; deploying prefect.yaml")
-        # {{ $PWD }} in prefect.yaml's pull step is filled in from this variable at deploy time.
-        _run(
-            [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
-            {**env, "PWD": str(PROJECT_ROOT)},
-            "deploying prefect.yaml",
-        )
-        # A flow-run process that dies (SIGKILL, OOM) stops its heartbeats; this automation marks it Crashed.
-        ensure_zombie_automation(layout.prefect_api_url)
-        say("deployments and the zombie-run automation created; starting the worker")
-        _spawn(
-            layout,
-            "worker",
-            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-            {**env, **heartbeat_env()},
-        )
+        _start_services(layout, env, pool, timeout, say)
     except BaseException:
         down(layout)
         raise
@@ -296,6 +268,41 @@ def up(layout: StackLayout, timeout: float = 120, progress: Callable[[str], None
         f"export PATH={BIN}:$PATH\n"
     )
     return info
+
+
+def _start_services(
+    layout: StackLayout, env: dict[str, str], pool: str, timeout: float, say: Callable[[str], None]
+) -> None:
+    """The servers, the work pool, the deployments, the crashed-run automation, then the worker."""
+    pids = {}
+    for service, command in _server_commands(layout).items():
+        pids[service] = _spawn(layout, service, command, env)
+        say(f"started {service} (pid {pids[service]}, log {layout.log_file(service)})")
+    _wait_healthy(layout, "prefect-server", pids["prefect-server"], f"{layout.prefect_api_url}/health", timeout)
+    say(f"Prefect server answers on {layout.prefect_api_url}")
+    _wait_healthy(layout, "mlflow-server", pids["mlflow-server"], f"{layout.mlflow_url}/health", timeout)
+    say(f"MLflow server answers on {layout.mlflow_url}")
+    _run(
+        [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", "--overwrite"],
+        env,
+        f"creating work pool {pool}",
+    )
+    say(f"work pool {pool} ready; deploying prefect.yaml")
+    # {{ $PWD }} in prefect.yaml's pull step is filled in from this variable at deploy time.
+    _run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+        {**env, "PWD": str(PROJECT_ROOT)},
+        "deploying prefect.yaml",
+    )
+    # A flow-run process that dies (SIGKILL, OOM) stops its heartbeats; this automation marks it Crashed.
+    ensure_zombie_automation(layout.prefect_api_url)
+    say("deployments and the zombie-run automation created; starting the worker")
+    _spawn(
+        layout,
+        "worker",
+        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+        {**env, **heartbeat_env()},
+    )
 
 
 def recorded_layout(layout: StackLayout) -> StackLayout:

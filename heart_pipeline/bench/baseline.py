@@ -8,7 +8,7 @@ repeated stratified CV, the four plots, a metrics CSV and the saved model, on th
 cores. The scoring code is written out again here on purpose: an independent reference whose test
 metrics the benchmark compares with the pipeline's, so "same work" is checked, not assumed.
 
-    python -m heart_pipeline.bench_baseline --data FILE --config CONFIG --out DIR [--n-jobs N]
+    python -m heart_pipeline.bench.baseline --data FILE --config CONFIG --out DIR [--n-jobs N]
 
 Prints one JSON object: per-step seconds and each model's test metrics.
 """

@@ -10,7 +10,7 @@ constant columns (``expect_column_unique_value_count_to_be_between``) and duplic
 
 Each is a GE metric (so GE computes and caches it like its own) plus an expectation class, so it
 runs in the suite's validation, has GE's native severity and notes, and shows in the run's report. The
-statistics are pure functions in heart_pipeline.meaning. Importing this module registers the
+statistics are pure functions in heart_pipeline.data_contract.meaning. Importing this module registers the
 classes with GE (it imports GE: only the validate step does so). Run-time inputs (the reference
 profile, the codebook's codings) are filled into the kwargs by ``resolve_expectations``.
 """
@@ -31,7 +31,7 @@ from great_expectations.expectations.metrics.column_aggregate_metric_provider im
 from great_expectations.expectations.metrics.metric_provider import metric_value
 from great_expectations.expectations.metrics.table_metric_provider import TableMetricProvider
 
-from heart_pipeline.meaning import (
+from heart_pipeline.data_contract.meaning import (
     MarkerEffect,
     Shift,
     coding_reason,

@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from heart_pipeline.codebook import Codebook
+    from heart_pipeline.data_contract.codebook import Codebook
 
 CLASS_NAMES = ("no disease", "disease")
 PLOT_FILES = {
@@ -359,7 +359,7 @@ def permutation_importance(model: Any, x_test: Any, y_test: np.ndarray, seed: in
     """
     import pandas as pd
 
-    from heart_pipeline.stats import fast_metrics
+    from heart_pipeline.evidence.stats import fast_metrics
 
     rng = np.random.default_rng(seed)
     rows = min(len(x_test), PERMUTATION_MAX_ROWS)

@@ -1,10 +1,10 @@
 """The benchmark: the pipeline against a bare same-work baseline, at growing sizes.
 
-    python -m heart_pipeline.bench [--sizes 303,10k,100k,1M] [--repeats 2] [--out bench]   (or: make bench)
+    python -m heart_pipeline.bench.run [--sizes 303,10k,100k,1M] [--repeats 2] [--out bench]   (or: make bench)
 
-For each size it writes a synthetic file grown from the bundled data (``heart_pipeline.synthetic``),
+For each size it writes a synthetic file grown from the bundled data (``heart_pipeline.bench.synthetic``),
 then runs, in turn (ABAB...), ``heart-pipeline train`` against a private runs folder and MLflow
-store, and ``python -m heart_pipeline.bench_baseline`` (plain pandas + scikit-learn, same work,
+store, and ``python -m heart_pipeline.bench.baseline`` (plain pandas + scikit-learn, same work,
 same cores). For each run it records the wall time, the peak resident memory of the process and
 all its children (psutil, sampled every 0.1 s), and the per-step times: the Prefect task runs'
 durations for the pipeline, the baseline's own timers for the bare run. It checks both reached
@@ -13,7 +13,7 @@ the same test ROC-AUC (same split, same models), prints a table of medians and w
 
 It is a benchmark, not a test: the figures depend on the machine and its load (printed with them).
 A Prefect server is needed for the task timings: PREFECT_API_URL if set, else the project's
-background server (``heart_pipeline.local_server``), started before the first timed run so that
+background server (``heart_pipeline.operations.local_server``), started before the first timed run so that
 every pipeline run is measured against a warm server.
 """
 
@@ -106,7 +106,7 @@ def synthetic_file(rows: int, directory: Path, seed: int) -> Path:
     path = directory / f"heart_{label(rows)}_seed{seed}.csv"
     if path.exists():
         return path
-    from heart_pipeline.synthetic import synthesize
+    from heart_pipeline.bench.synthetic import synthesize
     from heart_pipeline.tasks.load import write_default_dataset
 
     settings, contract = load_settings_and_contract()
@@ -125,7 +125,7 @@ def task_seconds(run_dir: str) -> dict[str, float]:
     """Each task run's duration, by task run name (train-random_forest, ...), from the Prefect API.
 
     The flow run is the newest heart-training run (the benchmark runs one at a time); its id must
-    start with the short id that ends the run folder's name (heart_pipeline.runs.create_run_folder).
+    start with the short id that ends the run folder's name (heart_pipeline.operations.runs.create_run_folder).
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
@@ -172,7 +172,7 @@ def run_ours(
 
 
 def run_bare(data: Path, config: Path, out: Path, env: dict[str, str], timeout: float) -> tuple[Measured, Any]:
-    command = [sys.executable, "-m", "heart_pipeline.bench_baseline", "--data", str(data), "--config", str(config)]
+    command = [sys.executable, "-m", "heart_pipeline.bench.baseline", "--data", str(data), "--config", str(config)]
     measured = run_measured([*command, "--out", str(out)], env, timeout)
     if measured.returncode != 0:
         raise SystemExit(f"bench: the baseline failed on {data}: {measured.stderr.strip()[-800:]}")
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from heart_pipeline import local_server
+    from heart_pipeline.operations import local_server
 
     server = local_server.use_for_this_process()  # before Prefect is imported; children inherit it
     if server is not None:

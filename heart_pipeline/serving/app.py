@@ -14,13 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
-from heart_pipeline.api_limits import BodySizeLimit, bounded_errors
-from heart_pipeline.api_routes import TOKEN_ENV, ApiState, data_router, ingest_router, scoring_router
-from heart_pipeline.api_schema import patient_model, patients_frame
-from heart_pipeline.api_serving import ChampionCache
 from heart_pipeline.config import Settings, load_codebook_for, load_settings_and_contract
 from heart_pipeline.errors import ConfigError
-from heart_pipeline.ingest_jobs import IngestJobs, Retention
+from heart_pipeline.serving.champion import ChampionCache
+from heart_pipeline.serving.ingest_jobs import IngestJobs, Retention
+from heart_pipeline.serving.limits import BodySizeLimit, bounded_errors
+from heart_pipeline.serving.routes import TOKEN_ENV, ApiState, data_router, ingest_router, scoring_router
+from heart_pipeline.serving.schema import patient_model, patients_frame
 
 __all__ = ["TOKEN_ENV", "configured_token", "create_app"]
 

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from heart_pipeline import stack
 from heart_pipeline.config import load_config
+from heart_pipeline.operations import stack
 
 SERVICE = "prefect-server"
 
@@ -152,7 +152,7 @@ def prepare_database(layout: stack.StackLayout | None = None) -> Path:
 
     A fresh Prefect database runs every migration when the server first starts: about 15 s on a
     2-core machine, which the first ``train`` would wait for. ``make install`` calls this once
-    (``python -m heart_pipeline.local_server``), so the first call waits only for the server's
+    (``python -m heart_pipeline.operations.local_server``), so the first call waits only for the server's
     start-up, which overlaps with importing the flow. Idempotent: an up-to-date database is left as is.
     """
     layout = layout or default_layout()

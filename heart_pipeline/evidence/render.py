@@ -50,7 +50,7 @@ def markdown_cell(value: Any) -> str:
 def expectation_table(outcomes: Sequence[RuleOutcome]) -> list[dict[str, Any]]:
     """The Prefect table of the gate: failures first (critical, then warning), each with what the
     rule checks, what was found and the file lines."""
-    from heart_pipeline.report_html import capped_lines, sorted_outcomes
+    from heart_pipeline.evidence.report_html import capped_lines, sorted_outcomes
 
     return [
         {

@@ -119,7 +119,7 @@ class IngestJobs:
         state = {"id": job_id, "state": "running", "submitted_at": datetime.now(UTC).isoformat()}
         _write_json(folder / STATE_NAME, state)
         # The runner records the check's end itself, so a job's state survives a restart of the API.
-        runner = [sys.executable, "-m", "heart_pipeline.ingest_jobs", str(folder)]
+        runner = [sys.executable, "-m", "heart_pipeline.serving.ingest_jobs", str(folder)]
         process = subprocess.Popen(runner, stdin=subprocess.DEVNULL, start_new_session=True)
         with self.lock:
             self.running[job_id] = process

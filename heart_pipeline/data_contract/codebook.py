@@ -165,13 +165,9 @@ def codebook_from_dict(raw: dict[str, Any], path: Path) -> Codebook:
     return book
 
 
-def load_codebook(path: Path | str | None = None) -> Codebook:
-    """Read and check the codebook; without a path, the one the default config names
-    (contract.codebook_path), so its location is written in one place."""
-    if path is None:
-        from heart_pipeline.config import load_codebook_for, load_config  # config imports this module
-
-        return load_codebook_for(load_config())
+def load_codebook(path: Path | str) -> Codebook:
+    """Read and check the codebook at ``path``. The config owns where it lives
+    (``heart_pipeline.config.default_codebook`` reads the one the default config names)."""
     return _load_codebook_file(Path(path))
 
 
@@ -185,11 +181,6 @@ def _load_codebook_file(book_path: Path) -> Codebook:
     if not isinstance(raw, dict):
         raise ConfigError(f"{book_path}: the codebook must be a YAML mapping")
     return codebook_from_dict(raw, book_path)
-
-
-def meaning(column: str, code: int, path: Path | str | None = None) -> str:
-    """The meaning of ``code`` in ``column`` in the project's coding."""
-    return load_codebook(path).meaning(column, code)
 
 
 def disagreements_with_contract(book: Codebook, value_sets: dict[str, list[Any] | None]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Models and their evidence: algorithms, statistics, plots, rendering and reports."""

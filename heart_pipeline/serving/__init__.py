@@ -1,0 +1,1 @@
+"""Serving: the FastAPI app, its routes, request schema, limits and ingest jobs."""

@@ -1,0 +1,1 @@
+"""The MLflow registry and model trust: store plumbing, model-file trust, promotion policy."""
