@@ -1,0 +1,1 @@
+"""The benchmark: the pipeline against bare same-work code, on synthetic data."""
