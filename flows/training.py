@@ -17,13 +17,14 @@ from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, tra
 from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.evaluate import evaluate_model_task
 from heart_pipeline.tasks.load import load_dataset_task
+from heart_pipeline.tasks.model_card import publish_model_cards_task
 from heart_pipeline.tasks.preprocess import preprocess_task
 from heart_pipeline.tasks.promote import decision_summary, promote_best_model_task
 from heart_pipeline.tasks.register import register_model_task
 from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
-from heart_pipeline.tracking.registry import model_version_ui_url
+from heart_pipeline.tracking.registry import compare_runs_ui_url, experiment_ui_url, model_version_ui_url
 
 
 @flow(
@@ -70,6 +71,7 @@ def heart_training(
         logged = log_model_run_task(model, evaluation, dataset.summary, report, prepared, settings, model_run_tags)
         tracked.append(register_model_task(logged, evaluation, prepared, settings, run_tags))
     decision = promote_best_model_task(tracked, evaluations, prepared, settings)
+    publish_model_cards_task([t.version for t in tracked], settings)
     return publish_training_result(tracked, evaluations, decision, report, dataset.fingerprint, run_dir, settings)
 
 
@@ -116,9 +118,16 @@ def publish_training_result(
         for t, e in zip(tracked, evaluations, strict=True)
     ]
     promotion = decision_summary(decision)
+    ui = settings.mlflow_ui_url
+    links = {
+        "mlflow_experiment_url": experiment_ui_url(ui, tracked[0].experiment_id) if tracked else None,
+        "mlflow_compare_url": compare_runs_ui_url(ui, tracked[0].experiment_id, [t.run_id for t in tracked])
+        if len(tracked) > 1
+        else None,
+    }
     create_markdown_artifact(
         key="heart-training-summary",
-        markdown=training_summary_markdown(model_rows, promotion, report.summary()),
+        markdown=training_summary_markdown(model_rows, promotion, report.summary(), links),
         description=champion_headline(promotion),
     )
     return {
@@ -131,4 +140,5 @@ def publish_training_result(
             settings.tracking_uri, str(settings.resolve(settings.mlflow.artifact_root))
         ),
         "models": {m["name"]: m for m in model_rows},
+        **links,
     }

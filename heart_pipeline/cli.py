@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,24 @@ def _rollback(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_config(_absolute(args.config))
     before, after = rollback_champion(settings.tracking_uri, settings.mlflow.registered_model, args.to_version)
     return {"registered_model": settings.mlflow.registered_model, "champion_before": before, "champion_after": after}
+
+
+def _card(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_config
+    from heart_pipeline.evidence.model_card import render_html, render_markdown
+    from heart_pipeline.tracking.model_cards import card_for
+
+    settings = load_config(_absolute(args.config))
+    card = card_for(settings, args.version)
+    default = (
+        settings.resolve(settings.outputs.runs_dir) / "model_cards" / f"{card.registered_model}-v{card.version}.html"
+    )
+    html_path = Path(_absolute(args.out) or default)
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(render_html(card), encoding="utf-8")
+    markdown_path = html_path.with_suffix(".md")
+    markdown_path.write_text(render_markdown(card), encoding="utf-8")
+    return {"version": card.version, "html": str(html_path), "markdown": str(markdown_path), "card": asdict(card)}
 
 
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
@@ -256,6 +275,15 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
         _rollback,
         [(("--to-version",), {"help": "a specific version instead of the previous champion"}), CONFIG_OPTION],
     ),
+    "card": (
+        "write the model card (HTML and Markdown) of a registered version, the champion by default",
+        _card,
+        [
+            (("--version",), {"help": "a registered version (default: the current @champion)"}),
+            (("--out",), {"help": "the HTML file to write (default: runs/model_cards/NAME-vN.html)"}),
+            CONFIG_OPTION,
+        ],
+    ),
     "serve": (
         "the prediction API (FastAPI)",
         _serve,
@@ -336,6 +364,8 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
     }
     if command in summaries:
         return summaries[command](result)
+    if command == "card":
+        return f"Model card of v{result['version']}: {result['html']} (and {Path(result['markdown']).name})"
     if command == "rollback":
         return f"{result['registered_model']}@champion: v{result['champion_before']} -> v{result['champion_after']}"
     if command == "stack" and "stopped" in result:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heart_pipeline.errors import DataError
+from heart_pipeline.errors import MAX_MESSAGE_CHARS, DataError
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,24 @@ class RuleOutcome:
 
 
 @dataclass(frozen=True)
+class ColumnProfile:
+    """One column of the file as found, beside what the contract allows and what the reference holds."""
+
+    column: str
+    rows: int
+    missing: int
+    observed: str  # '29 to 77 (median 56)' or '0: 96, 1: 207'
+    allowed: str  # 'between 1 and 120', 'one of 0, 1' or '' when the contract sets neither
+    outside: int  # rows with a recorded value outside the bounds or the code set
+    reference: str = ""  # the reference profile's shares, '' when it has none for this column
+    codes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def missing_share(self) -> float:
+        return self.missing / self.rows if self.rows else 0.0
+
+
+@dataclass(frozen=True)
 class ValidationReport:
     data_path: str
     fingerprint: str
@@ -62,17 +80,34 @@ class ValidationReport:
     quarantine_path: str | None = None
     report_path: str | None = None
     html_report_path: str | None = None  # the self-contained page people open (report.html)
+    profile: list[ColumnProfile] = field(default_factory=list)  # what each column holds (the report leads with it)
 
     @property
     def passed(self) -> bool:
         return self.decision != "failed"
 
+    @property
+    def rows_used(self) -> int:
+        """Rows the run goes on with: none when the file is refused (``rows_kept`` then counts only the
+        rows that pass the row-level rules)."""
+        return self.rows_kept if self.passed else 0
+
     def failure_message(self) -> str:
-        """One line: the file, then each critical failure with its column and lines."""
-        shown = "; ".join(self.critical_failures[:3])
-        more = len(self.critical_failures) - 3
-        suffix = f"; (+{more} more, see {self.report_path})" if more > 0 else ""
-        return f"{self.data_path}: data-quality gate failed: {shown}{suffix}"
+        """One bounded line: the file, as many critical failures as fit (each names its remedy first), and
+        where the full report is. The report's path is never the part that gets cut."""
+        where = self.html_report_path or self.report_path
+        tail = f" (full report: {where})" if where else ""
+        path = self.data_path if len(self.data_path) <= 160 else "..." + self.data_path[-157:]
+        head = f"{path}: data-quality gate failed: "
+        room = MAX_MESSAGE_CHARS - len(head) - len(tail) - 12
+        shown: list[str] = []
+        for reason in self.critical_failures or ["a critical rule failed"]:
+            left = room - sum(len(s) + 2 for s in shown)
+            if left < 40:
+                break
+            shown.append(reason if len(reason) <= left else reason[: left - 3] + "...")
+        more = len(self.critical_failures) - len(shown)
+        return head + "; ".join(shown) + (f" [+{more} more]" if more > 0 else "") + tail
 
     def enforce(self) -> ValidationReport:
         """Stop with the one-line reason if a critical rule failed."""
@@ -87,7 +122,8 @@ class ValidationReport:
             "fingerprint": self.fingerprint,
             "decision": self.decision,
             "rows_in": self.rows_in,
-            "rows_kept": self.rows_kept,
+            "rows_kept": self.rows_used,
+            "rows_passing_row_rules": self.rows_kept,
             "rows_quarantined": self.rows_quarantined,
             "quarantined_by_rule": self.quarantined_by_rule,
             "duplicate_rows": self.duplicate_rows,

@@ -115,6 +115,7 @@ def evaluate_model_task(
         evaluation.metrics,
         load_codebook_for(settings),
         seed,
+        training=(prepared.x_train, prepared.y_train.to_numpy()),
     )
     evaluation = write_evaluation(evaluation, figures, out_dir / trained.name)
     m = evaluation.metrics

@@ -205,9 +205,31 @@ def run_params(
         "data.rows_kept": report.rows_kept,
         "data.rows_quarantined": report.rows_quarantined,
         "data.duplicates_removed": prepared.duplicates_removed,
+        "data.disease_share": round(float(report.disease_share_kept), 4)
+        if report.disease_share_kept is not None
+        else "",
         "split.n_train": prepared.n_train,
         "split.n_test": prepared.n_test,
     }
+
+
+INTERVAL_SUFFIXES = ("_ci95_low", "_ci95_high")
+
+
+def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, list[Any]]]:
+    """(the point metrics MLflow's runs table shows, a table of every metric with its 95% interval).
+
+    Logged as metrics, the interval bounds and SDs made 56 columns that hid the headline ones."""
+    headline = {k: v for k, v in metrics.items() if not k.endswith((*INTERVAL_SUFFIXES, "_std"))}
+    names = sorted(headline)
+    table: dict[str, list[Any]] = {
+        "metric": names,
+        "value": [headline[n] for n in names],
+        "ci95_low": [metrics.get(f"{n.removesuffix('_mean')}_ci95_low") for n in names],
+        "ci95_high": [metrics.get(f"{n.removesuffix('_mean')}_ci95_high") for n in names],
+        "sd": [metrics.get(f"{n.removesuffix('_mean')}_std") for n in names],
+    }
+    return headline, table
 
 
 def log_run_contents(
@@ -221,9 +243,13 @@ def log_run_contents(
     import mlflow
 
     mlflow.log_params(run_params(trained, evaluation, dataset, report, prepared))
-    mlflow.log_metrics(evaluation.metrics)
+    headline, table = split_metrics(evaluation.metrics)
+    mlflow.log_metrics(headline)
+    # Every figure with its interval, as one table MLflow's artifact view shows (not 18 more columns).
+    mlflow.log_table(table, "metrics/metrics_with_intervals.json")
     for path in evaluation.plots.values():
-        mlflow.log_artifact(path, artifact_path="plots")
+        # At the run's root: MLflow's run comparison lists only root-level files, image by image.
+        mlflow.log_artifact(path)
     if evaluation.metrics_csv:
         mlflow.log_artifact(evaluation.metrics_csv, artifact_path="metrics")
     cv = {"threshold": evaluation.threshold, "how_chosen": evaluation.threshold_note, "cv_scores": evaluation.cv_scores}
@@ -300,7 +326,7 @@ def log_validation_run(
     }
     note = (
         f"Data-quality check of `{dataset.path}` (`{dataset.fingerprint[:12]}`): **{report.decision}**; "
-        f"{report.rows_in} rows in, {report.rows_kept} kept, {report.rows_quarantined} quarantined.\n\n"
+        f"{report.rows_in} rows in, {report.rows_used} used, {report.rows_quarantined} quarantined.\n\n"
         "Report: artifacts under `data_quality/` (the HTML page, and the JSON report).\n\n"
         f"{prefect_link}\n"
     )
@@ -313,7 +339,7 @@ def log_validation_run(
         mlflow.log_metrics(
             {
                 "rows_in": report.rows_in,
-                "rows_kept": report.rows_kept,
+                "rows_kept": report.rows_used,
                 "rows_quarantined": report.rows_quarantined,
                 "duplicate_rows": report.duplicate_rows,
                 "critical_failures": len(report.critical_failures),
@@ -322,6 +348,9 @@ def log_validation_run(
         )
         log_data_quality(report)
     run_id = run.info.run_id
+    if not report.passed:
+        # A refused file is a failed check: MLflow's runs table shows it red, not as a green FINISHED run.
+        mlflow.MlflowClient(settings.tracking_uri).set_terminated(run_id, "FAILED")
     return LoggedRun(
         "data-quality", run_id, experiment_id, "", run_ui_url(settings.mlflow_ui_url, experiment_id, run_id)
     )

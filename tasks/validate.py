@@ -18,7 +18,8 @@ from heart_pipeline.config import ValidationConfig, default_codebook
 from heart_pipeline.data_contract.codebook import Codebook
 from heart_pipeline.data_contract.contract import Contract, load_reference_profile, rule_name
 from heart_pipeline.data_contract.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
-from heart_pipeline.evidence.render import expectation_table, rule_check, validation_markdown
+from heart_pipeline.data_contract.profile import column_profiles
+from heart_pipeline.evidence.render import expectation_table, profile_markdown, rule_check, validation_markdown
 from heart_pipeline.evidence.report_html import render_validation_html, report_html_path
 from heart_pipeline.results import RuleOutcome, ValidationReport
 from heart_pipeline.tasks.load import Dataset, RawData
@@ -443,6 +444,7 @@ def validate_frame(
         distinct_rows=len(frame) - len(duplicate_lines),
         disease_share_in=share_in,
         disease_share_kept=share_kept if columns_ok else None,
+        profile=column_profiles(frame, contract, reference),
     )
     return ValidationResult(report, kept, quarantine)
 
@@ -548,10 +550,11 @@ def apply_gate_task(report: ValidationReport) -> ValidationReport:
         description=f"Data-quality gate {report.decision}: every rule of the contract, failures first, "
         "with the bound or code set it checks and the failing file lines",
     )
+    used = f"{report.rows_used} of {report.rows_in} rows used" if report.passed else "the file was refused"
     create_markdown_artifact(
         key="data-quality-report",
-        markdown=validation_markdown(report),
-        description=f"Data-quality gate {report.decision}: {report.rows_kept} of {report.rows_in} rows kept",
+        markdown=validation_markdown(report) + profile_markdown(report.profile, report.html_report_path),
+        description=f"Data-quality gate {report.decision}: {used}",
     )
     logger = get_run_logger()
     for warning in report.warning_failures:

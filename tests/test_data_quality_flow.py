@@ -93,8 +93,12 @@ def test_validate_cli_exits_non_zero_on_a_critical_failure(
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith(f"heart-pipeline: error: {path}: data-quality gate failed")
     assert case.expected in last_line
+    assert "(full report: " in last_line and last_line.rstrip(")").endswith("report.html")
     # The failed check is still recorded, with its evidence, for the data owner.
     client = mlflow.MlflowClient(f"sqlite:///{checked['directory'] / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("heart-disease-data-quality")
-    decisions = {r.data.tags["gate.decision"] for r in client.search_runs([experiment.experiment_id])}
+    runs = client.search_runs([experiment.experiment_id])
+    decisions = {r.data.tags["gate.decision"] for r in runs}
     assert "failed" in decisions
+    # a refused file is a red run in MLflow, not a green FINISHED one
+    assert {r.info.status for r in runs if r.data.tags["gate.decision"] == "failed"} == {"FAILED"}

@@ -89,7 +89,7 @@ def test_every_plot_is_drawn_with_the_same_file_names_and_shuffling_noise_is_uni
     model = FixedThresholdClassifier(pipeline, threshold=0.5, response_method="predict_proba").fit(x, y)
     mean, _ = permutation_importance(model, x, y, seed=0)
     assert mean[0] > 0.1 > abs(mean[1])
-    figures = model_figures(model, x, y, "logistic_regression", {}, default_codebook(), seed=0)
+    figures = model_figures(model, x, y, "logistic_regression", {}, default_codebook(), seed=0, training=(x, y))
     assert set(figures) == set(PLOT_FILES)
     for figure in figures.values():
         assert png_bytes(figure)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -93,7 +93,8 @@ def test_failures_first_with_their_bound_and_capped_lines():
     ]
     html = render_validation_html(report("quarantined", outcomes, "/runs/x/validation/quarantine.csv"))
     body = html.split("<tbody>")[1]
-    assert body.index("in_set(target)") < body.index("between(chol)") < body.index("not_be_null(age)")
+    # failures one by one, then the passing rules grouped by kind
+    assert body.index("in_set(target)") < body.index("between(chol)") < body.index("to_not_be_null</code> (1)")
     assert "between 100 and 600" in body and "one of 0, 1" in body
     assert "+18 more; full list in quarantine.csv" in body
     assert capped_lines([1, 2, 3], "x.csv", limit=2) == "1, 2 +1 more; full list in x.csv"
@@ -113,3 +114,72 @@ def test_report_path_is_in_the_validation_folder(tmp_path: Path):
     from heart_pipeline.evidence.report_html import report_html_path
 
     assert report_html_path(tmp_path / "validation") == tmp_path / "validation" / "report.html"
+
+
+def test_passing_rules_are_grouped_and_each_reason_shown_once():
+    columns = ["age", "sex", "cp", "chol", "thal"]
+    outcomes = [
+        RuleOutcome(
+            f"expect_column_values_to_not_be_null({c})",
+            "expect_column_values_to_not_be_null",
+            c,
+            "warning",
+            True,
+            0,
+            [],
+            "",
+            "A missing value cannot be scored.",
+            "no missing value",
+        )
+        for c in columns
+    ]
+    html = render_validation_html(report("passed", outcomes))
+    body = html.split("<tbody>")[-1]
+    assert body.count("<tr") == 1 and body.count("A missing value cannot be scored.") == 1
+    assert "age, sex, cp, chol, thal" in body
+
+
+def test_every_rule_of_the_contract_says_what_it_checks():
+    from heart_pipeline.config import load_settings_and_contract
+
+    _, contract = load_settings_and_contract(None)
+    empty = sorted({r.type for r in contract.rules if not rule_check(r.type, r.kwargs)})
+    assert empty == []
+
+
+def test_the_report_leads_with_what_each_column_holds(clean_frame):
+    from dataclasses import replace
+
+    from heart_pipeline.config import load_settings_and_contract
+    from heart_pipeline.data_contract.profile import column_profiles
+
+    _, contract = load_settings_and_contract(None)
+    frame = clean_frame.copy()
+    frame.loc[frame.index[:3], "chol"] = 900.0  # outside the contract's bound
+    frame.loc[frame.index[3:5], "ca"] = None
+    profile = {p.column: p for p in column_profiles(frame, contract, contract.reference)}
+    assert profile["chol"].outside == 3 and "900" in profile["chol"].observed
+    assert (
+        profile["ca"].missing == 2
+        and profile["ca"].codes
+        and profile["sex"].codes == {"0": int((frame["sex"] == 0).sum()), "1": int((frame["sex"] == 1).sum())}
+    )
+    assert profile["chol"].allowed.startswith("between ") and profile["sex"].allowed == "one of 0, 1"
+    html = render_validation_html(replace(report("quarantined", []), profile=list(profile.values())))
+    assert html.index("What the file holds") < html.index("Every rule of the data contract")
+    assert "900" in html and "one of 0, 1" in html
+
+
+def test_a_refusal_line_is_bounded_and_keeps_the_report_path():
+    from dataclasses import replace
+
+    from heart_pipeline.errors import MAX_MESSAGE_CHARS
+
+    long_reasons = [f"reason {i}: " + "x" * 150 for i in range(5)]
+    refused = replace(
+        report("failed", []), critical_failures=long_reasons, html_report_path="/runs/abc/validation/report.html"
+    )
+    line = refused.failure_message()
+    assert len(line) <= MAX_MESSAGE_CHARS and line.endswith("(full report: /runs/abc/validation/report.html)")
+    assert line.startswith("/data/heart.csv: data-quality gate failed: reason 0") and "more]" in line
+    assert refused.summary()["rows_kept"] == 0 and refused.summary()["rows_passing_row_rules"] == 301

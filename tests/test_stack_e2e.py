@@ -118,8 +118,8 @@ def test_deployment_run_end_to_end(live_stack: dict, clean_csv: Path, tmp_path_f
     for run in runs:
         assert run.data.tags["prefect.flow_run_id"] == flow_run_id
         assert "test_roc_auc" in run.data.metrics
-        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= plots
+        plots = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"roc_curve.png", "confusion_matrix.png"} <= plots
     versions = client.search_model_versions()
     assert {v.name for v in versions} == {load_config().mlflow.registered_model}
     champion = client.get_model_version_by_alias("heart-disease", "champion").version

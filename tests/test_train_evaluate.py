@@ -46,7 +46,14 @@ def test_train_and_evaluate_give_metrics_and_plots(tmp_path: Path, prepared) -> 
     proba = held_out_probabilities(trained, prepared)
     evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, 42)
     figures = model_figures(
-        trained.model, prepared.x_test, prepared.y_test.to_numpy(), trained.name, evaluation.metrics, CODEBOOK, 42
+        trained.model,
+        prepared.x_test,
+        prepared.y_test.to_numpy(),
+        trained.name,
+        evaluation.metrics,
+        CODEBOOK,
+        42,
+        training=(prepared.x_train, prepared.y_train.to_numpy()),
     )
     evaluation = write_evaluation(evaluation, figures, tmp_path)
     assert evaluation.threshold == trained.threshold
@@ -96,3 +103,23 @@ def test_fixed_threshold_labels_like_predict(prepared) -> None:
     model = train_model("logistic_regression", prepared, settings, seed=1).model
     proba = model.predict_proba(prepared.x_test)[:, 1]
     np.testing.assert_array_equal(model.predict(prepared.x_test), (proba >= 0.3).astype(int))
+
+
+def test_odds_ratios_read_as_clinical_contrasts_with_intervals(prepared) -> None:
+    """Every drawn odds ratio names its column in words: a code against the reference code, a measured
+    column per 1 SD in its unit; each has a 95% bootstrap interval."""
+    from heart_pipeline.evidence.effects import odds_ratios
+
+    settings = settings_with(cross_validation={"n_splits": 3, "n_repeats": 1})
+    trained = train_model("logistic_regression", prepared, settings, seed=3)
+    effects, zeroed = odds_ratios(
+        trained.model.estimator_, prepared.x_train, prepared.y_train.to_numpy(), CODEBOOK, seed=1
+    )
+    labels = [e.label for e in effects]
+    assert effects and zeroed >= 0
+    assert not [label for label in labels if "__" in label], labels
+    assert any(" vs " in label and label.startswith("Chest pain type: ") for label in labels), labels
+    measured = [label for label in labels if "per 1 SD = " in label]
+    assert measured and all(label.split(" = ")[1].split()[1].rstrip(")") for label in measured), measured
+    for effect in effects:
+        assert effect.low is not None and effect.high is not None and 0 < effect.low <= effect.high, effect

@@ -70,19 +70,21 @@ def test_mlflow_store_holds_both_models(trained: dict) -> None:
             "test_roc_auc",
             "test_log_loss",
             "cv_roc_auc_mean",
-            "cv_roc_auc_std",
         ):
             assert metric in run.data.metrics, metric
         assert 0.6 < run.data.metrics["test_roc_auc"] <= 1.0
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        # The same file names in every run, so MLflow compares runs image to image.
-        assert {"plots/roc_curve.png", "plots/confusion_matrix.png", "plots/calibration.png"} <= artifacts
-        assert client.list_artifacts(run.info.run_id, "metrics")
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        # The same file names in every run, at the root, so MLflow's comparison shows them image to image.
+        assert {"roc_curve.png", "confusion_matrix.png", "calibration.png"} <= artifacts
+        assert "metrics/metrics_with_intervals.json" in {
+            a.path for a in client.list_artifacts(run.info.run_id, "metrics")
+        }
+        # The runs table shows the headline numbers; interval bounds live in the table artifact.
+        assert not [k for k in run.data.metrics if k.endswith(("_ci95_low", "_ci95_high", "_std"))]
         # The validation report is in the flow run's one data-quality run (see the next test), not per model.
         assert "data_quality/report.html" not in {
             a.path for a in client.list_artifacts(run.info.run_id, "data_quality")
         }
-        assert run.data.metrics["test_roc_auc_ci95_low"] <= run.data.metrics["test_roc_auc"]
         assert run.inputs.dataset_inputs, "the training data is logged as an MLflow input"
     versions = client.search_model_versions("name='heart-disease'")
     assert sorted(v.tags["algorithm"] for v in versions) == ["logistic_regression", "random_forest"]
@@ -120,7 +122,14 @@ def test_mlflow_experiment_reads_as_model_training(trained: dict) -> None:
         "data_quality/validation_report.json",
         "data_quality/report.html",
     }
-    assert all(r.data.tags["data_quality.run_url"].endswith(evidence.info.run_id) for r in runs)
+    for run in runs:
+        link = run.data.tags["data_quality.run_url"]
+        # every link opens MLflow's classic view, not its GenAI one
+        assert link.endswith(f"{evidence.info.run_id}?workflowType=machine_learning"), link
+    result = trained["result"]
+    assert result["mlflow_experiment_url"].endswith("/runs?workflowType=machine_learning")
+    assert "compare-runs?runs=" in result["mlflow_compare_url"]
+    assert all(m["version_url"].endswith("?workflowType=machine_learning") for m in result["models"].values())
 
 
 def test_registered_model_scores_raw_rows(trained: dict, bundled_csv: Path) -> None:
@@ -213,3 +222,27 @@ def task_states(flow_run_id: object) -> dict[str, str]:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     # Prefect names a task run "<task name>-<3 hex characters>" unless the task has a fixed run name.
     return {re.sub(r"-[0-9a-f]{3}$", "", run.name): run.state.name for run in runs}
+
+
+def test_every_registered_version_has_a_model_card_that_opens_offline(trained: dict, tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    client = mlflow.MlflowClient(f"sqlite:///{trained['directory'] / 'mlflow.db'}")
+    for model in trained["result"]["models"].values():
+        version = client.get_model_version(model["registered_model"], model["version"])
+        assert version.tags.get("model_card.updated"), version.version
+        local = Path(client.download_artifacts(version.run_id, "model_card", str(tmp_path / str(version.version))))
+        page = (local / "model_card.html").read_text()
+        assert f"v{version.version}" in page and "Intended use" in page and "Not for" in page
+        assert "Known limitations" in page and "Training data" in page and "[" in page  # intervals
+
+        class Urls(HTMLParser):
+            found: list[str] = []
+
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                self.found += [v or "" for k, v in attrs if k in ("src", "href")]
+
+        parser = Urls()
+        parser.feed(page)
+        assert parser.found == [], parser.found
+        assert "ROC-AUC" in (local / "model_card.md").read_text()

@@ -8,7 +8,7 @@ written once. No Great Expectations import: this stays cheap for the CLI and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,19 @@ class ForeignCoding:
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """A measured column: what it measures and its unit."""
+
+    name: str
+    description: str
+    unit: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.description} ({self.unit})"
+
+
+@dataclass(frozen=True)
 class Codebook:
     version: int
     label_column: str
@@ -76,6 +89,13 @@ class Codebook:
     columns: dict[str, CodedColumn]
     foreign: dict[str, ForeignCoding]
     path: Path
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+
+    def describe(self, column: str) -> str:
+        """A column in words: 'Serum cholesterol (mg/dL)', 'Chest pain type'; else its name."""
+        if column in self.measurements:
+            return self.measurements[column].label
+        return self.columns[column].description if column in self.columns else column
 
     @property
     def label_tag(self) -> str:
@@ -148,6 +168,10 @@ def codebook_from_dict(raw: dict[str, Any], path: Path) -> Codebook:
             columns=columns,
             foreign=foreign,
             path=path,
+            measurements={
+                name: Measurement(name, str(spec["description"]), str(spec["unit"]))
+                for name, spec in (raw.get("measurements") or {}).items()
+            },
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: malformed codebook: {type(exc).__name__} {exc}") from None

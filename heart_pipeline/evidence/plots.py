@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heart_pipeline.evidence.effects import OddsRatio, odds_ratios
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -270,7 +272,7 @@ def _horizontal_effects(
         positions,
         values[order] - reference,
         left=reference,
-        xerr=None if errors is None else errors[order],
+        xerr=None if errors is None else (errors[:, order] if errors.ndim == 2 else errors[order]),
         color=["#c62828" if v > reference else "#2f6db3" for v in values[order]],
         capsize=3,
     )
@@ -280,14 +282,22 @@ def _horizontal_effects(
     return figure
 
 
-def odds_ratio_figure(feature_labels: Sequence[str], odds_ratios: np.ndarray, model: str) -> Figure:
-    """Logistic regression's coefficients as odds ratios of disease, on a log axis (1 = no effect)."""
+def odds_ratio_figure(effects: Sequence[OddsRatio], model: str, left_out: int = 0) -> Figure:
+    """Odds ratios of disease on a log axis (1 = no effect), each with its 95% bootstrap interval."""
+    values = np.array([e.odds_ratio for e in effects], dtype=float)
+    errors = None
+    if effects and all(e.low is not None and e.high is not None for e in effects):
+        lows = np.array([e.low for e in effects], dtype=float)
+        highs = np.array([e.high for e in effects], dtype=float)
+        errors = np.vstack([np.clip(values - lows, 0, None), np.clip(highs - values, 0, None)])
+    note = f"\n({left_out} features set to 0 by L1, not drawn)" if left_out else ""
     figure = _horizontal_effects(
-        feature_labels,
-        np.asarray(odds_ratios, dtype=float),
-        None,
-        f"{model}: odds ratio of disease per feature",
-        "odds ratio, log scale\n> 1 raises the odds of disease, < 1 lowers them",
+        [e.label for e in effects],
+        values,
+        errors,
+        f"{model}: odds ratio of disease (95% bootstrap interval){note}",
+        "odds ratio, log scale: > 1 raises the odds of disease, < 1 lowers them\n"
+        "coded columns: each code against the most common one; measured columns: per 1 SD of the training rows",
         reference=1.0,
     )
     from matplotlib.ticker import FixedLocator, NullLocator
@@ -378,13 +388,20 @@ def permutation_importance(model: Any, x_test: Any, y_test: np.ndarray, seed: in
     return drops.mean(axis=1), drops.std(axis=1)
 
 
-def model_figures(
-    model: Any, x_test: Any, y_test: np.ndarray, name: str, metrics: Mapping[str, float], codebook: Codebook, seed: int
+def model_figures(  # noqa: PLR0913 - the model, its test rows, its metrics, the codebook, the seed, the training rows
+    model: Any,
+    x_test: Any,
+    y_test: np.ndarray,
+    name: str,
+    metrics: Mapping[str, float],
+    codebook: Codebook,
+    seed: int,
+    training: tuple[Any, np.ndarray] | None = None,
 ) -> dict[str, Figure]:
     """Every plot of one model, keyed as in ``PLOT_FILES``. ``model`` is the fitted
     FixedThresholdClassifier around the Pipeline: raw patient rows in, its own threshold inside."""
     threshold = float(model.threshold)
-    descriptions = {column: coded.description for column, coded in codebook.columns.items()}
+    descriptions = {column: codebook.describe(column) for column in x_test.columns}
     codes = {column: coded.codes for column, coded in codebook.columns.items()}
     y_test = np.asarray(y_test).astype(int)
     proba = model.predict_proba(x_test)[:, 1]
@@ -404,17 +421,7 @@ def model_figures(
         name,
     )
     pipeline = getattr(model, "estimator_", model)
-    classifier = pipeline.named_steps["classifier"]
-    if hasattr(classifier, "coef_"):
-        features = pipeline.named_steps["preprocess"].get_feature_names_out()
-        odds = np.exp(classifier.coef_[0])
-        kept = np.flatnonzero(classifier.coef_[0] != 0)  # L1 sets some to exactly zero: say so, don't draw them
-        figure = odds_ratio_figure([feature_label(features[i], descriptions, codes) for i in kept], odds[kept], name)
-        dropped = len(features) - len(kept)
-        if dropped:
-            figure.axes[0].set_title(
-                f"{name}: odds ratio of disease per feature\n({dropped} of {len(features)} features set to 0 by L1)",
-                fontsize=FONT_SIZE + 1,
-            )
-        figures["odds_ratios"] = figure
+    if hasattr(pipeline.named_steps["classifier"], "coef_") and training is not None:
+        effects, zeroed = odds_ratios(pipeline, training[0], training[1], codebook, seed)
+        figures["odds_ratios"] = odds_ratio_figure(effects, name, left_out=zeroed)
     return figures

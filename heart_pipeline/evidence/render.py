@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from heart_pipeline.results import PromotionDecision, RuleOutcome, ValidationReport
+from heart_pipeline.results import ColumnProfile, PromotionDecision, RuleOutcome, ValidationReport
 
 
 def _values(values: Sequence[Any]) -> str:
@@ -39,6 +39,28 @@ def rule_check(expectation: str, kwargs: Mapping[str, Any]) -> str:
         return "no two identical rows"
     if expectation == "finite_numbers":
         return "finite numbers (no inf)"
+    return _meaning_check(expectation, kwargs)
+
+
+def _meaning_check(expectation: str, kwargs: Mapping[str, Any]) -> str:
+    """The checks of the file as a whole: recorded, varying, like the reference, coded and labelled our way."""
+    if expectation == "expect_column_proportion_of_non_null_values_to_be_between":
+        return f"recorded in at least {float(kwargs.get('min_value') or 0):.0%} of rows"
+    if expectation == "expect_column_unique_value_count_to_be_between":
+        return f"at least {kwargs.get('min_value')} distinct values (not a placeholder)"
+    if expectation == "expect_column_value_shares_to_match_reference":
+        return (
+            f"value shares within {float(kwargs.get('max_difference') or 0):.0%} of the reference profile "
+            f"(or not significantly different, p >= {kwargs.get('max_p_value')})"
+        )
+    if expectation == "expect_target_to_agree_with_disease_markers":
+        markers = ", ".join(str(m.get("column")) for m in kwargs.get("markers", []))
+        return (
+            f"target rises with the disease markers ({markers}); fewer than {kwargs.get('min_reversed')} "
+            f"reversed at p < {kwargs.get('max_p_value')}"
+        )
+    if expectation == "expect_coded_columns_to_fit_the_project_coding":
+        return f"codes of {_values(kwargs.get('columns', []))} fit the project's coding better than a foreign one"
     return ""
 
 
@@ -66,6 +88,22 @@ def expectation_table(outcomes: Sequence[RuleOutcome]) -> list[dict[str, Any]]:
     ]
 
 
+def profile_markdown(profile: Sequence[ColumnProfile], report_path: str | None) -> str:
+    """The file column by column, for the Prefect UI (which cannot open a file from the run folder)."""
+    rows = "\n".join(
+        f"| {markdown_cell(p.column)} | {markdown_cell(p.observed)} | {p.missing} ({p.missing_share:.0%}) | "
+        f"{markdown_cell(p.allowed)} | {p.outside} |"
+        for p in profile
+    )
+    where = f"\n\nThe whole report (one page, opens offline): `{markdown_cell(report_path)}`\n" if report_path else ""
+    if not rows:
+        return where
+    return (
+        "\n\n## What the file holds\n\n| column | observed | missing | contract allows | outside |\n"
+        f"|---|---|---|---|---|\n{rows}{where}"
+    )
+
+
 def validation_markdown(report: ValidationReport) -> str:
     by_rule = "\n".join(f"| {rule} | {count} |" for rule, count in sorted(report.quarantined_by_rule.items()))
     failures = "\n".join(f"- **critical**: {c}" for c in report.critical_failures) or "- no critical failures"
@@ -74,7 +112,7 @@ def validation_markdown(report: ValidationReport) -> str:
         f"# Data-quality gate: {report.decision}\n\n"
         f"File `{report.data_path}` (sha256 `{report.fingerprint[:12]}`)\n\n"
         f"| rows in | rows kept | rows quarantined | distinct rows | duplicate rows (dropped before split) "
-        f"| disease share in / kept |\n|---|---|---|---|---|---|\n| {report.rows_in} | {report.rows_kept} | "
+        f"| disease share in / kept |\n|---|---|---|---|---|---|\n| {report.rows_in} | {report.rows_used} | "
         f"{report.rows_quarantined} | {report.distinct_rows} | {report.duplicate_rows} | "
         f"{_share(report.disease_share_in)} / {_share(report.disease_share_kept)} |\n\n"
         f"{failures}\n{warnings}\n\n"
@@ -185,6 +223,9 @@ def training_terminal_summary(result: Mapping[str, Any]) -> str:
         lines.append(f"Validation report: {result['validation_report']}")
     if result.get("mlflow_ui_command"):
         lines.append(f"MLflow UI: {result['mlflow_ui_command']}")
+    for label, key in (("  runs", "mlflow_experiment_url"), ("  compare", "mlflow_compare_url")):
+        if result.get(key):
+            lines.append(f"{label}: {result[key]}")
     return "\n".join(lines)
 
 
@@ -225,7 +266,10 @@ def mlflow_ui_command(tracking_uri: str, artifact_root: str) -> str:
 
 
 def training_summary_markdown(
-    models: Sequence[Mapping[str, Any]], promotion: Mapping[str, Any], validation: Mapping[str, Any]
+    models: Sequence[Mapping[str, Any]],
+    promotion: Mapping[str, Any],
+    validation: Mapping[str, Any],
+    links: Mapping[str, str | None] | None = None,
 ) -> str:
     """The training run's Prefect summary: the decision first, then one narrow row per model
     (fits 1600 px with the MLflow link in view; every other metric is in the MLflow run)."""
@@ -243,8 +287,21 @@ def training_summary_markdown(
         f"Data `{validation.get('data_path')}`: gate {validation.get('decision')}, {validation.get('rows_in')} rows "
         f"in, {validation.get('rows_kept')} kept, {validation.get('rows_quarantined')} quarantined, "
         f"{validation.get('duplicate_rows')} duplicate rows dropped. Intervals: bootstrap on the test set, "
-        "Nadeau-Bengio corrected t on the CV folds.\n"
+        "Nadeau-Bengio corrected t on the CV folds.\n" + _mlflow_links(links or {})
     )
+
+
+def _mlflow_links(links: Mapping[str, str | None]) -> str:
+    """Links into MLflow's classic view: the runs table, and these runs compared plot by plot."""
+    shown = [
+        f"[{label}]({links[key]})"
+        for label, key in (
+            ("All runs in MLflow", "mlflow_experiment_url"),
+            ("Compare these runs", "mlflow_compare_url"),
+        )
+        if links.get(key)
+    ]
+    return ("\n" + " · ".join(shown) + "\n") if shown else ""
 
 
 def scoring_summary_markdown(result: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
 
-from heart_pipeline.results import RuleOutcome, ValidationReport
+from heart_pipeline.results import ColumnProfile, RuleOutcome, ValidationReport
 
 REPORT_FILE_NAME = "report.html"
 MAX_LINES_SHOWN = 20
@@ -111,6 +111,60 @@ def _row(outcome: RuleOutcome, quarantine_file: str | None) -> str:
     return f"<tr{row_class}>" + "".join(f"<td{c}>{v}</td>" for c, v in zip(classes, cells, strict=True)) + "</tr>"
 
 
+def _passing_family_row(family: list[RuleOutcome]) -> str:
+    """One row for every column that passes the same rule: the page lists each reason once."""
+    first = family[0]
+    checks = {o.checks for o in family}
+    if len(checks) == 1:
+        columns = ", ".join(o.column or "(table)" for o in family)
+        what = f'{escape(first.checks)}<div class="why">{escape(columns)}</div>'
+    else:
+        what = "<br>".join(f"<code>{escape(o.column or '')}</code> {escape(o.checks)}" for o in family)
+    cells = [
+        '<span class="tag pass">PASS</span>',
+        f'<span class="tag {escape(first.severity)}">{escape(first.severity)}</span>',
+        f"<code>{escape(first.expectation)}</code> ({len(family)})",
+        what,
+        f'<div class="why">{escape(first.why)}</div>',
+        "",
+        "",
+    ]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def rule_rows(outcomes: list[RuleOutcome], quarantine_file: str | None) -> str:
+    """Failing rules one by one, then passing rules grouped by kind (in contract order)."""
+    failing = [_row(o, quarantine_file) for o in outcomes if not o.success]
+    families: dict[tuple[str, str], list[RuleOutcome]] = {}
+    for outcome in outcomes:
+        if outcome.success:
+            families.setdefault((outcome.expectation, outcome.severity), []).append(outcome)
+    return "\n".join([*failing, *(_passing_family_row(f) for f in families.values())])
+
+
+def profile_table(profile: Sequence[ColumnProfile]) -> str:
+    """What each column holds against what the contract allows and what the reference holds."""
+    if not profile:
+        return ""
+    rows = []
+    for p in profile:
+        flag = ' class="fail-warning"' if p.outside or p.missing_share > 0.5 else ""
+        missing = f"{p.missing} ({p.missing_share:.0%})" if p.missing else "0"
+        rows.append(
+            f"<tr{flag}><td><code>{escape(p.column)}</code></td><td>{escape(p.observed)}</td>"
+            f'<td class="num">{escape(missing)}</td><td>{escape(p.allowed)}</td><td class="num">{p.outside}</td>'
+            f'<td class="why">{escape(p.reference)}</td></tr>'
+        )
+    return (
+        "<h2>What the file holds</h2>"
+        '<p class="muted">Per column: the values found (codes with their counts, or the range), missing values, '
+        "what the contract allows and how many recorded values fall outside it, and the reference profile's shares "
+        "(the bundled data) for comparison.</p>\n"
+        "<table><thead><tr><th>column</th><th>observed</th><th>missing</th><th>contract allows</th>"
+        "<th>outside</th><th>reference shares</th></tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+    )
+
+
 def render_validation_html(report: ValidationReport, generated_at: str = "") -> str:
     """The whole page: decision, counts, reasons, then every rule, failures first."""
     decision = report.decision if report.decision in DECISION_WORDS else "failed"
@@ -140,7 +194,7 @@ def render_validation_html(report: ValidationReport, generated_at: str = "") -> 
     if generated_at:
         facts["Checked at"] = generated_at
     fact_items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
-    rows = "\n".join(_row(o, quarantine_file) for o in outcomes)
+    rows = rule_rows(outcomes, quarantine_file)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -154,8 +208,10 @@ def render_validation_html(report: ValidationReport, generated_at: str = "") -> 
         f'<div class="banner {decision}">{escape(DECISION_WORDS[decision])}</div>\n'
         f'<dl class="facts">{fact_items}</dl>\n'
         + (f'<h2>Why</h2><ul class="reasons">{reason_items}</ul>\n' if reasons else "")
+        + profile_table(report.profile)
         + "<h2>Every rule of the data contract</h2>"
-        '<p class="muted">Failing rules first. Line numbers are lines of the file (line 1 is the header). '
+        '<p class="muted">Failing rules first, one by one; then passing rules, one row per kind with the columns '
+        "it covers. Line numbers are lines of the file (line 1 is the header). "
         "Critical rules refuse the file; warning rules set the offending rows aside.</p>\n"
         "<table><thead><tr><th>result</th><th>severity</th><th>rule</th><th>checks</th>"
         "<th>what was found / why the rule exists</th><th>failing rows</th><th>lines</th></tr></thead>"

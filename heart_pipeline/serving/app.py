@@ -8,10 +8,13 @@ so they work with no internet.
 """
 
 import os
+from pathlib import Path
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 
 from heart_pipeline.config import Settings, load_codebook_for, load_settings_and_contract
@@ -25,6 +28,9 @@ from heart_pipeline.serving.schema import patient_model, patients_frame
 __all__ = ["TOKEN_ENV", "configured_token", "create_app"]
 
 MIN_TOKEN_CHARS = 16  # the same bound as api.token in config.py
+DOCS_ASSETS = "/docs-assets"
+REDOC_SCRIPT = "/docs-offline/redoc.standalone.js"
+REDOC_LOGO_URL = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
 def configured_token(settings: Settings) -> str | None:
@@ -67,7 +73,8 @@ def create_app(config_path: str | None = None) -> FastAPI:
             f"codebook; a record outside them is a 422 naming the field. At most {api.max_records_per_request} "
             f"records per request and {api.max_request_kb} KB per body."
         ),
-        static_url="/docs-assets",
+        static_url=DOCS_ASSETS,
+        redoc_url=None,  # served below, with ReDoc's logo taken from this server
         # Swagger UI's validator badge would call an outside host.
         swagger_ui_parameters={"validatorUrl": None},
     )
@@ -84,4 +91,32 @@ def create_app(config_path: str | None = None) -> FastAPI:
 
     for router in (scoring_router(state), ingest_router(state), data_router(state)):
         app.include_router(router)
+    add_offline_redoc(app)
     return app
+
+
+def offline_redoc_script() -> bytes:
+    """fastapi-offline's ReDoc bundle with its one outside request (the Redocly logo) pointed at this
+    server's favicon: the bundle hard-codes the logo's CDN address and has no option to drop it."""
+    bundle = (Path(fastapi_offline.__file__).parent / "static" / "redoc.standalone.js").read_bytes()
+    return bundle.replace(REDOC_LOGO_URL.encode(), f"{DOCS_ASSETS}/favicon.png".encode())
+
+
+def add_offline_redoc(app: FastAPI) -> None:
+    """/redoc from this server only: the page, its script (patched once, kept in memory) and its favicon."""
+    script = offline_redoc_script()
+
+    @app.get(REDOC_SCRIPT, include_in_schema=False)
+    def redoc_script() -> Response:
+        return Response(script, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc_page(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{REDOC_SCRIPT}",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -251,4 +251,36 @@ def data_router(state: ApiState) -> APIRouter:
             "rows": sample.to_dict(orient="records"),
         }
 
+    @router.get(
+        "/model-card",
+        response_class=HTMLResponse,
+        responses={404: {"description": "no such version, or no champion yet"}},
+    )
+    def model_card(
+        version: Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description="default: @champion")] = None,
+        format: Annotated[str, Query(pattern="^(html|markdown)$")] = "html",
+    ) -> Response:
+        """The model card of a registered version (the serving champion by default): intended use, training
+        data, metrics with intervals, subgroups, external validations and limitations, as one offline page."""
+        return model_card_response(state, version, format)
+
     return router
+
+
+def model_card_response(state: ApiState, version: str | None, form: str) -> Response:
+    """The card read from the registry now (it reflects every validation recorded so far)."""
+    from heart_pipeline.errors import PipelineError
+    from heart_pipeline.evidence.model_card import render_html, render_markdown
+    from heart_pipeline.tracking.model_cards import card_for
+
+    try:
+        card = card_for(state.settings, version)
+    except PipelineError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+            raise HTTPException(status_code=404, detail=f"model version {version} not found") from None
+        raise
+    if form == "markdown":
+        return PlainTextResponse(render_markdown(card), media_type="text/markdown")
+    return HTMLResponse(render_html(card))

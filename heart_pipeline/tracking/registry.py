@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import random
 import re
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -181,12 +183,30 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
         return str(experiment.experiment_id)
 
 
+# MLflow 3.17's UI opens on its GenAI view (traces, tokens) in a fresh browser, whatever the experiment's
+# tags: its sidebar toggle is kept by the browser. The query parameter below is the one the UI itself
+# reads first, so every link the project prints or publishes opens the classic model-training view.
+CLASSIC_VIEW = "workflowType=machine_learning"
+
+
+def experiment_ui_url(ui_base: str, experiment_id: str) -> str:
+    """The experiment's runs table, in the classic (model training) view."""
+    return f"{ui_base}/#/experiments/{experiment_id}/runs?{CLASSIC_VIEW}"
+
+
 def run_ui_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}?{CLASSIC_VIEW}"
 
 
 def model_version_ui_url(ui_base: str, name: str, version: str) -> str:
-    return f"{ui_base}/#/models/{name}/versions/{version}"
+    return f"{ui_base}/#/models/{quote(name)}/versions/{version}?{CLASSIC_VIEW}"
+
+
+def compare_runs_ui_url(ui_base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's run comparison (metrics, parameters and, image by image, the plots logged at the run root)."""
+    runs = quote(json.dumps(run_ids, separators=(",", ":")))
+    experiments = quote(json.dumps([experiment_id], separators=(",", ":")))
+    return f"{ui_base}/#/compare-runs?runs={runs}&experiments={experiments}&{CLASSIC_VIEW}"
 
 
 def pinned_requirements() -> list[str]:
