@@ -14,7 +14,7 @@ The gate never serves a backwards model:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,7 @@ from prefect import task
 
 from heart_pipeline.config import Settings
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.evidence.render import champion_headline, promotion_markdown
+from heart_pipeline.evidence.render import champion_headline, markdown_text, promotion_markdown
 from heart_pipeline.evidence.stats import bootstrap_intervals, held_out_metrics
 from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
 from heart_pipeline.tasks.preprocess import PreparedData
@@ -212,6 +212,7 @@ class PromotionPlan:
     records: list[VersionRecord]
     markdown: str
     headline: str
+    after_commit: list[str] = field(default_factory=list)  # what could not be written once the alias moved
 
 
 def plan_promotion(
@@ -264,7 +265,15 @@ def record_decision(client: Any, plan: PromotionPlan, still_held: Callable[[], N
         except BaseException:
             client.update_model_version(name, challenger.version, description=previous)  # it did not happen
             raise
-    client.set_model_version_tag(name, challenger.version, DECISION_TAG, challenger.outcome)
+    try:
+        client.set_model_version_tag(name, challenger.version, DECISION_TAG, challenger.outcome)
+    except Exception as exc:
+        if not decision.promoted:
+            raise  # nothing moved: failing the run tells the truth
+        plan.after_commit.append(
+            f"promoted v{challenger.version}, then could not publish its {DECISION_TAG} tag: {exc}"
+            " (`heart-pipeline doctor` lists it as undecided)"
+        )
 
 
 def promote_best_model(
@@ -304,8 +313,11 @@ def publish_promotion(plan: PromotionPlan, logger: Any) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     decision = plan.decision
+    for problem in plan.after_commit:
+        logger.warning("%s", problem)
+    extra = "".join(f"\n\n**After the commit:** {markdown_text(p)}" for p in plan.after_commit)
     try:
-        create_markdown_artifact(key="promotion-decision", markdown=plan.markdown, description=plan.headline)
+        create_markdown_artifact(key="promotion-decision", markdown=plan.markdown + extra, description=plan.headline)
     except Exception as exc:  # noqa: BLE001 - the decision is committed; the run must say so, not fail
         moved = (
             f"promoted v{decision.challenger_version}"
