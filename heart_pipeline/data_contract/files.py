@@ -11,6 +11,7 @@ cells a spreadsheet would run as formulas.
 
 from __future__ import annotations
 
+import csv
 import errno
 import math
 import os
@@ -145,6 +146,10 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv_for_people(frame: pd.DataFrame, path: Path) -> Path:
-    """The one way the project writes a CSV that people open in a spreadsheet: neutralised cells, no index."""
-    spreadsheet_safe(frame).to_csv(path, index=False)
+    """The one way the project writes a CSV that people open in a spreadsheet: neutralised cells, no index.
+    A frame with text columns has every text cell quoted: pandas leaves a carriage return inside a cell
+    unquoted, which would split the row in two for a CSV reader."""
+    safe = spreadsheet_safe(frame)
+    has_text = any(not pd.api.types.is_numeric_dtype(safe[c]) for c in safe.columns)
+    safe.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC if has_text else csv.QUOTE_MINIMAL)
     return path
