@@ -314,8 +314,6 @@ def _try_acquire(client: Any, name: str, purpose: str, holder: str, seconds: flo
     if later:  # a slow attempt re-created an epoch that had been collected: not the lease
         _delete_lease_model(client, lease.model)
         return None
-    for old in (n for n in epochs if n < number):
-        _delete_lease_model(client, lease_model_name(name, old))  # collected: their holders see it and stop
     return lease
 
 
@@ -345,9 +343,9 @@ def registry_lease(
     epoch n+1 only after reading epoch n (the top one) as free: released by its holder, or past the
     expiry its holder keeps renewing. Two contenders that read the same free epoch race to create the
     same next name and exactly one wins, so breaking a stale lease is a compare-and-set on that
-    lease's identity (its epoch number), and never deletes anyone's lease. The winner then checks that
-    no later epoch exists (a slow attempt may re-create a collected number: it gives up) and deletes
-    the epochs before its own.
+    lease's identity (its epoch number), and never deletes anyone's live lease. The winner then checks
+    that no later epoch exists (a slow attempt may re-create a collected number: it gives up); on
+    release it deletes the epochs before its own.
 
     A holder renews its expiry from a heartbeat thread, never once its expiry is less than the margin
     (LEASE_MARGIN of the lease) away, and ``check`` fails from that point on, so a holder that stalled
@@ -359,7 +357,7 @@ def registry_lease(
     while (lease := _try_acquire(client, name, purpose, holder, lease_seconds)) is None:
         if time.monotonic() > deadline:
             raise PipelineError(f"{name}: the registry stayed busy for {wait_seconds:.0f} s (its write lease is held)")
-        time.sleep(LEASE_POLL_SECONDS * min(1.0, lease_seconds) * (1 + random.random()))  # jitter
+        time.sleep(min(LEASE_POLL_SECONDS, lease_seconds / 40) * (1 + random.random()))  # jitter
     stop = threading.Event()
     heartbeat = threading.Thread(target=_renew_until, args=(lease, stop), name=f"lease-{lease.number}", daemon=True)
     heartbeat.start()
@@ -381,11 +379,15 @@ def _renew_until(lease: Lease, stop: threading.Event) -> None:
 
 
 def _release(lease: Lease) -> None:
-    """Mark this epoch released (only its holder ever writes to it, so no compare is needed)."""
+    """Mark this epoch released (only its holder ever writes to it, so no compare is needed), then
+    collect the epochs before it (off the next holder's path: deleting an earlier epoch is safe at any
+    time, as its holder, if alive, sees that and stops, and a re-created one is given up)."""
     import mlflow
 
     try:
         lease.client.set_registered_model_tag(lease.model, "released", f"{time.time():.3f}")
+        for old in (n for n in lease_epochs(lease.client, lease.name) if n < lease.number):
+            _delete_lease_model(lease.client, lease_model_name(lease.name, old))
     except mlflow.exceptions.MlflowException:
         pass  # collected by a later holder: nothing to release
 
