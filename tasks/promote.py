@@ -14,6 +14,7 @@ The gate never serves a backwards model:
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -263,7 +264,8 @@ def record_decision(client: Any, plan: PromotionPlan, still_held: Callable[[], N
             still_held()
             client.set_registered_model_alias(name, CHAMPION, challenger.version)
         except BaseException:
-            client.update_model_version(name, challenger.version, description=previous)  # it did not happen
+            with suppress(Exception):  # it did not happen: the description says so again (best effort)
+                client.update_model_version(name, challenger.version, description=previous)
             raise
     try:
         client.set_model_version_tag(name, challenger.version, DECISION_TAG, challenger.outcome)
