@@ -285,7 +285,11 @@ def lease_epochs(client: Any, name: str) -> dict[int, Any]:
 
 def _is_free(model: Any, now: float) -> bool:
     """Released by its holder, or not renewed by it before its expiry (``now`` read before the look-up)."""
-    return "released" in model.tags or float(model.tags.get("expires", "0")) < now
+    try:
+        expires = float(model.tags.get("expires", "0"))
+    except ValueError:
+        expires = 0.0  # garbled (only this code writes it): treated as expired
+    return "released" in model.tags or expires < now
 
 
 def _try_acquire(client: Any, name: str, purpose: str, holder: str, seconds: float) -> Lease | None:
