@@ -261,3 +261,36 @@ def test_a_not_selected_version_states_its_own_numbers() -> None:
         "random_forest v2: PROMOTED to @champion after a CV tie broken by higher_sensitivity (first champion)"
     )
     assert registry.champion == "2" and "CV tie broken by higher_sensitivity" in champion_headline(asdict(decision))
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 1), min_size=2, max_size=8).filter(lambda y: 0 < sum(y) < len(y)),
+    data=st.data(),
+)
+def test_tiny_test_sets_give_a_decision_not_an_error(labels: list[int], data: st.DataObject) -> None:
+    """Two or more rows of both classes, any probabilities (ties included): metrics, intervals, the alarm
+    and the gate all answer, and the rendered decision shows what could not be computed as '-'."""
+    import numpy as np
+
+    from heart_pipeline.evidence.stats import bootstrap_intervals, held_out_metrics
+
+    y = np.array(labels)
+    probabilities = st.lists(st.sampled_from([0.0, 0.3, 0.5, 1.0]), min_size=len(y), max_size=len(y))
+    ours, theirs = (np.array(data.draw(probabilities)) for _ in range(2))
+    challenger, champion = held_out_metrics(y, ours, 0.5), held_out_metrics(y, theirs, 0.5)
+    intervals = bootstrap_intervals(y, theirs, 0.5, seed=0, n_resamples=20)
+    comparison = ChampionComparison(
+        challenger,
+        champion,
+        (intervals["test_roc_auc_ci95_low"], intervals["test_roc_auc_ci95_high"]),
+        len(y),
+        0,
+        False,
+    )
+    label_alarm(comparison, "1")
+    passed, reasons = gate(challenger, champion, {"test_recall": 0.7}, "test_roc_auc", 0.01)
+    ours_auc, theirs_auc = challenger["test_roc_auc"], champion["test_roc_auc"]
+    assert passed == (challenger["test_recall"] >= 0.7 and ours_auc >= theirs_auc - 0.01)  # NaN compares False
+    decision = decision_from({**challenger, **bootstrap_intervals(y, ours, 0.5, 0, 20)}, champion, REJECTED, "1", 1.0)
+    assert "# Promotion:" in promotion_markdown(replace(decision, reasons=reasons))
