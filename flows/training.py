@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import Settings, load_settings_and_contract
@@ -125,11 +125,14 @@ def publish_training_result(
         if len(tracked) > 1
         else None,
     }
-    create_markdown_artifact(
-        key="heart-training-summary",
-        markdown=training_summary_markdown(model_rows, promotion, report.summary(), links),
-        description=champion_headline(promotion),
-    )
+    try:  # after the promotion committed, nothing may fail the run: a summary that cannot publish is said
+        create_markdown_artifact(
+            key="heart-training-summary",
+            markdown=training_summary_markdown(model_rows, promotion, report.summary(), links),
+            description=champion_headline(promotion),
+        )
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("%s, then could not publish the run summary: %s", champion_headline(promotion), exc)
     return {
         "run_dir": str(run_dir),
         "promotion": promotion,

@@ -106,8 +106,15 @@ class ThresholdConfig(_Strict):
 
 class PromotionConfig(_Strict):
     floors: dict[str, float]
+    # point: a floor holds on the metric's estimate; ci_low: on the lower bound of its 95% bootstrap interval
+    floors_on: Literal["point", "ci_low"]
     metric: str
     margin: float = Field(ge=0, le=1)
+    # The two candidates' CV ROC-AUC differ significantly only when the corrected paired t-test gives p < alpha;
+    # otherwise it is a tie and ``tie_rule`` orders them: higher_sensitivity (test recall at each model's own
+    # threshold), simpler_model (logistic regression first) or cv_order (the higher CV mean, however small).
+    alpha: float = Field(gt=0, lt=1)
+    tie_rule: Literal["higher_sensitivity", "simpler_model", "cv_order"]
 
 
 class IngestConfig(_Strict):

@@ -201,6 +201,10 @@ class PromotionDecision:
     rows_compared: int | None = None  # today's held-out rows both models were scored on
     rows_left_out: int | None = None  # held-out rows left out: they were in the champion's training data
     challenger_compared_metrics: dict[str, float] | None = None  # the challenger on those same rows
+    alpha: float = 0.05  # the paired CV test's significance level (promotion.alpha)
+    tie: str | None = None  # the CV difference was not significant: how the tie rule ordered the candidates
+    tie_rule: str | None = None  # the rule that broke that tie (promotion.tie_rule), when there was one
+    floors_on: str = "point"  # floors checked on the estimate or on its interval's lower bound
 
 
 @dataclass(frozen=True)

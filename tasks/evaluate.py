@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
 from heart_pipeline.config import CrossValidationConfig, Settings, load_codebook_for
+from heart_pipeline.data_contract.files import write_csv_for_people
 from heart_pipeline.evidence.plots import PLOT_FILES, model_figures, png_bytes
 from heart_pipeline.evidence.stats import bootstrap_intervals, corrected_confidence_interval, held_out_metrics
 from heart_pipeline.operations.compute import in_tree_order, one_job_inside, parallel_work
@@ -87,8 +88,8 @@ def write_evaluation(evaluation: Evaluation, figures: dict[str, Figure], out_dir
         path.write_bytes(png_bytes(figure))
         plots[kind] = str(path)
     metrics_csv = out_dir / "metrics.csv"
-    pd.DataFrame([{"model": evaluation.name, "threshold": evaluation.threshold, **evaluation.metrics}]).to_csv(
-        metrics_csv, index=False
+    write_csv_for_people(
+        pd.DataFrame([{"model": evaluation.name, "threshold": evaluation.threshold, **evaluation.metrics}]), metrics_csv
     )
     return replace(evaluation, plots=plots, metrics_csv=str(metrics_csv))
 

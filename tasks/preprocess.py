@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from heart_pipeline.config import FeatureGroups, Settings
+from heart_pipeline.data_contract.files import write_csv_for_people
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def write_training_exports(
         if export_format == "parquet":
             frame.to_parquet(path, index=False)
         else:
-            frame.to_csv(path, index=False)
+            write_csv_for_people(frame, path)
         written.append(path)
     return written
 

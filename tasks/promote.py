@@ -13,7 +13,9 @@ The gate never serves a backwards model:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -23,7 +25,7 @@ from prefect import task
 
 from heart_pipeline.config import Settings
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.evidence.render import champion_headline, promotion_markdown
+from heart_pipeline.evidence.render import champion_headline, markdown_text, promotion_markdown
 from heart_pipeline.evidence.stats import bootstrap_intervals, held_out_metrics
 from heart_pipeline.results import Evaluation, PairedComparison, PromotionDecision, TrackedModel
 from heart_pipeline.tasks.preprocess import PreparedData
@@ -33,16 +35,17 @@ from heart_pipeline.tracking.policy import (
     LABEL_ALARM,
     MAX_COMPARISONS,
     MIN_COMPARISON_ROWS,
-    NOT_SELECTED,
     PROMOTED,
     REJECTED,
     ChampionComparison,
+    VersionRecord,
     comparable,
     compare_on_same_folds,
     first_passing,
     gate,
     label_alarm,
-    rank_by_cv,
+    rank_candidates,
+    version_records,
 )
 from heart_pipeline.tracking.registry import (
     CHAMPION,
@@ -50,8 +53,8 @@ from heart_pipeline.tracking.registry import (
     PREVIOUS_CHAMPION_TAG,
     commit_if_champion_is,
     current_champion,
+    description_with,
     load_model_version,
-    set_description_section,
     tracking_store,
     training_row_hashes,
 )
@@ -101,6 +104,7 @@ class Decider:
     comparison: PairedComparison | None
     settings: Settings
     champion: str | None
+    tie: str | None = None
 
     def __call__(self, outcome: str, reasons: list[str], **extra: Any) -> PromotionDecision:
         promoted, policy = outcome == PROMOTED, self.settings.promotion
@@ -119,6 +123,10 @@ class Decider:
             metric=policy.metric,
             margin=policy.margin,
             outcome=outcome,
+            alpha=policy.alpha,
+            tie=self.tie,
+            tie_rule=policy.tie_rule if self.tie else None,
+            floors_on=policy.floors_on,
             **extra,
         )
 
@@ -132,15 +140,16 @@ def judge(
     champion: str | None,
 ) -> PromotionDecision:
     """The decision against the champion of this moment (``champion``); writes nothing."""
-    ranked = rank_by_cv(evaluations)
-    candidate, notes = first_passing(ranked, settings.promotion.floors)
-    chosen = candidate or ranked[0]
+    policy = settings.promotion
     by_name = {e.name: e for e in evaluations}
     pair = [by_name[t.name] for t in tracked]
     n_splits = settings.cross_validation.n_splits
     comparison = compare_on_same_folds(pair[0], pair[1], prepared.n_train, n_splits) if len(pair) == 2 else None
+    ranked, tie = rank_candidates(evaluations, comparison, policy.alpha, policy.tie_rule)
+    candidate, notes = first_passing(ranked, policy.floors, policy.floors_on)
+    chosen = candidate or ranked[0]
     version = {t.name: t.version for t in tracked}[chosen.name]
-    decided = Decider(chosen, version, notes, comparison, settings, champion)
+    decided = Decider(chosen, version, notes, comparison, settings, champion, tie)
     if candidate is None:
         return decided(REJECTED, ["no candidate passed every floor"])
     if version == champion:
@@ -195,34 +204,78 @@ def judge_against_champion(
     )
 
 
-def record_decision(client: Any, decision: PromotionDecision, tracked: list[TrackedModel]) -> None:
-    """Write the decision where the registry UI shows it; move the alias last but one, so that a
-    crash leaves no version tagged "promoted" that never was the champion."""
-    name, version = decision.registered_model, decision.challenger_version
-    if version == decision.champion_version_before:
+@dataclass(frozen=True)
+class PromotionPlan:
+    """Everything a decision writes and publishes, rendered before anything is written: a renderer that
+    fails, fails here, while the registry is as it was."""
+
+    decision: PromotionDecision
+    records: list[VersionRecord]
+    markdown: str
+    headline: str
+    after_commit: list[str] = field(default_factory=list)  # what could not be written once the alias moved
+
+
+def plan_promotion(
+    decision: PromotionDecision, tracked: list[TrackedModel], evaluations: list[Evaluation]
+) -> PromotionPlan:
+    """Render the registry records and the artifact of ``decision`` (pure: no store call)."""
+    metrics = {e.name: e.metrics for e in evaluations}
+    candidates = {t.version: (t.name, metrics.get(t.name, {})) for t in tracked}
+    created = {t.version for t in tracked if t.created}
+    return PromotionPlan(
+        decision,
+        version_records(decision, candidates, created),
+        promotion_markdown(decision),
+        champion_headline(asdict(decision)),
+    )
+
+
+def record_decision(client: Any, plan: PromotionPlan, still_held: Callable[[], None]) -> None:
+    """Write the planned records; the alias moves last but one.
+
+    Order: every new description is composed from the stored one first (a failure there writes
+    nothing); then the records that hold whatever happens next (the other candidates, the challenger's
+    description and previous-champion tag); then, if the lease is still ours, the alias; then the
+    challenger's decision tag, so that a crash leaves no version tagged "promoted" that never was the
+    champion (the doctor lists a version without a decision)."""
+    decision, name = plan.decision, plan.decision.registered_model
+    descriptions = {
+        r.version: description_with(
+            client.get_model_version(name, r.version).description or "", r.headline, "Promotion", r.section
+        )
+        for r in plan.records
+    }
+    challenger = next((r for r in plan.records if r.version == decision.challenger_version), None)
+    for record in plan.records:
+        if record is not challenger:
+            client.set_model_version_tag(name, record.version, DECISION_TAG, record.outcome)
+            client.update_model_version(name, record.version, description=descriptions[record.version])
+    if challenger is None:
         return  # the champion failed today's floors: it stays, and its own record stays as it was
+    previous = client.get_model_version(name, challenger.version).description or ""
+    client.update_model_version(name, challenger.version, description=descriptions[challenger.version])
     if decision.promoted:
         if decision.champion_version_before:
-            client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, decision.champion_version_before)
-        client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, DECISION_TAG, decision.outcome)
-    set_description_section(client, name, version, "Promotion", decision_text(decision))
-    for other in tracked:
-        if other.version != version and other.created:  # a reused version keeps its own history
-            why = f"Not selected: {decision.challenger} v{version} was the candidate.\n\n{decision_text(decision)}"
-            client.set_model_version_tag(name, other.version, DECISION_TAG, NOT_SELECTED)
-            set_description_section(client, name, other.version, "Promotion", why)
-
-
-def decision_text(decision: PromotionDecision) -> str:
-    verdict = {
-        PROMOTED: f"Promoted to @{CHAMPION}",
-        REJECTED: "Not promoted",
-        LABEL_ALARM: "Not promoted: label alarm, the run failed",
-        IDENTICAL: "Not promoted: identical to the champion",
-    }.get(decision.outcome, decision.outcome)
-    before = f"v{decision.champion_version_before}" if decision.champion_version_before else "none"
-    return f"{verdict} (champion before: {before}).\n\n" + "\n".join(f"- {r}" for r in decision.reasons)
+            client.set_model_version_tag(
+                name, challenger.version, PREVIOUS_CHAMPION_TAG, decision.champion_version_before
+            )
+        try:
+            still_held()
+            client.set_registered_model_alias(name, CHAMPION, challenger.version)
+        except BaseException:
+            with suppress(Exception):  # it did not happen: the description says so again (best effort)
+                client.update_model_version(name, challenger.version, description=previous)
+            raise
+    try:
+        client.set_model_version_tag(name, challenger.version, DECISION_TAG, challenger.outcome)
+    except Exception as exc:
+        if not decision.promoted:
+            raise  # nothing moved: failing the run tells the truth
+        plan.after_commit.append(
+            f"promoted v{challenger.version}, then could not publish its {DECISION_TAG} tag: {exc}"
+            " (`heart-pipeline doctor` lists it as undecided)"
+        )
 
 
 def promote_best_model(
@@ -230,6 +283,13 @@ def promote_best_model(
 ) -> PromotionDecision:
     """Decide against the current champion and commit only if it is still the champion (else decide
     again); a label alarm is recorded, then raised."""
+    return promote_and_plan(tracked, evaluations, prepared, settings).decision
+
+
+def promote_and_plan(
+    tracked: list[TrackedModel], evaluations: list[Evaluation], prepared: PreparedData, settings: Settings
+) -> PromotionPlan:
+    """``promote_best_model`` that also returns the rendered artifact of the committed decision."""
     import mlflow
 
     name = settings.mlflow.registered_model
@@ -239,14 +299,34 @@ def promote_best_model(
             champion = current_champion(client, name)
             decision = judge(client, tracked, evaluations, prepared, settings, champion)
             if decision.outcome == ALREADY_CHAMPION:
-                return decision  # nothing to write: a rerun leaves the registry as it was
-            if commit_if_champion_is(client, name, champion, partial(record_decision, client, decision, tracked)):
+                return plan_promotion(decision, tracked, evaluations)  # a rerun leaves the registry as it was
+            plan = plan_promotion(decision, tracked, evaluations)
+            if commit_if_champion_is(client, name, champion, partial(record_decision, client, plan)):
                 if decision.alarm:
                     raise LabelAlarm(f"{name}: {decision.alarm}")
-                return decision
+                return plan
     raise PipelineError(
         f"{name}: @champion moved {MAX_COMPARISONS} times while this run compared against it; run again"
     )
+
+
+def publish_promotion(plan: PromotionPlan, logger: Any) -> None:
+    """After the commit nothing may fail the run: a failure to publish is said, with what moved."""
+    from prefect.artifacts import create_markdown_artifact
+
+    decision = plan.decision
+    for problem in plan.after_commit:
+        logger.warning("%s", problem)
+    extra = "".join(f"\n\n**After the commit:** {markdown_text(p)}" for p in plan.after_commit)
+    try:
+        create_markdown_artifact(key="promotion-decision", markdown=plan.markdown + extra, description=plan.headline)
+    except Exception as exc:  # noqa: BLE001 - the decision is committed; the run must say so, not fail
+        moved = (
+            f"promoted v{decision.challenger_version}"
+            if decision.promoted
+            else f"@champion stays v{decision.champion_version_after or '-'}"
+        )
+        logger.warning("%s, then could not publish the promotion artifact: %s", moved, exc)
 
 
 @task(name="promote")
@@ -254,20 +334,17 @@ def promote_best_model_task(
     tracked: list[TrackedModel], evaluations: list[Evaluation], prepared: PreparedData, settings: Settings
 ) -> PromotionDecision:
     from prefect import get_run_logger
-    from prefect.artifacts import create_markdown_artifact
 
-    decision = promote_best_model(tracked, evaluations, prepared, settings)
-    create_markdown_artifact(
-        key="promotion-decision",
-        markdown=promotion_markdown(decision),
-        description=champion_headline(asdict(decision)),
-    )
-    get_run_logger().info(
+    plan = promote_and_plan(tracked, evaluations, prepared, settings)
+    logger = get_run_logger()
+    publish_promotion(plan, logger)
+    decision = plan.decision
+    logger.info(
         "%s v%s %s: %s",
         decision.challenger,
         decision.challenger_version,
         decision.outcome,
-        "; ".join(decision.reasons),
+        "; ".join(([decision.tie] if decision.tie else []) + decision.reasons),
     )
     return decision
 

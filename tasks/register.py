@@ -23,9 +23,11 @@ from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.evidence.algorithms import ALGORITHMS
 from heart_pipeline.results import Evaluation, LoggedRun, TrackedModel
 from heart_pipeline.tasks.preprocess import PreparedData
+from heart_pipeline.tracking.policy import own_numbers
 from heart_pipeline.tracking.registry import (
     CODEBOOK_TAG,
     CONTENT_KEY_TAG,
+    HEADLINE,
     LABEL_TAG,
     register_model_version,
     render_description,
@@ -107,7 +109,11 @@ def registration_description(logged: LoggedRun, evaluation: Evaluation, tags: di
         f"CV ROC-AUC {tags['cv_roc_auc_mean']}. Content key {tags[CONTENT_KEY_TAG][:16]}.\n\n"
         f"```json\n{json.dumps(metrics, indent=1)}\n```"
     )
-    return render_description({"Model": text})
+    headline = (
+        f"{logged.name} (seed {tags['seed']}, data {tags['data.fingerprint'][:12]}): registered, promotion not yet "
+        f"decided. Own numbers: {own_numbers(evaluation.metrics)}."
+    )
+    return render_description({HEADLINE: headline, "Model": text})
 
 
 def register_logged_model(

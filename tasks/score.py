@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import task
 
 from heart_pipeline.config import Settings
+from heart_pipeline.data_contract.files import write_csv_for_people
 from heart_pipeline.results import ScoringResult
 from heart_pipeline.tracking.registry import champion_version, load_model_version, predict_with_threshold
 
@@ -24,7 +25,7 @@ def write_predictions(predictions: pd.DataFrame, out_dir: Path, out_path: Path |
     """predictions.csv in the run folder, and an atomic copy at ``out_path`` (a reader never sees half a file)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "predictions.csv"
-    predictions.to_csv(path, index=False)
+    write_csv_for_people(predictions, path)
     if out_path is None:
         return path, None
     out_path.parent.mkdir(parents=True, exist_ok=True)

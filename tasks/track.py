@@ -12,6 +12,7 @@ from typing import Any
 from prefect import task
 
 from heart_pipeline.config import Settings
+from heart_pipeline.evidence.render import markdown_text
 from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, ValidationReport
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tasks.train import TrainedModel
@@ -362,7 +363,7 @@ def report_link_markdown(logged: LoggedRun, report: ValidationReport, tracking_u
     page = report.html_report_path or report.report_path
     if tracking_uri.startswith(("http://", "https://")):
         return f"[Validation report in MLflow]({logged.ui_url}/artifacts/data_quality/{Path(str(page)).name})"
-    where = f"`{page}`"
+    where = markdown_text(page)
     return (
         f"Validation report: {where} (open the file in a browser); also in the MLflow run "
         f"[{logged.run_id}]({logged.ui_url}) under data_quality/ once `mlflow ui` serves the store."

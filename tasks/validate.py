@@ -17,6 +17,7 @@ from heart_pipeline.caching import data_step_cache_policy
 from heart_pipeline.config import ValidationConfig, default_codebook
 from heart_pipeline.data_contract.codebook import Codebook
 from heart_pipeline.data_contract.contract import Contract, load_reference_profile, rule_name
+from heart_pipeline.data_contract.files import write_csv_for_people
 from heart_pipeline.data_contract.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
 from heart_pipeline.data_contract.profile import column_profiles
 from heart_pipeline.evidence.render import expectation_table, profile_markdown, rule_check, validation_markdown
@@ -455,10 +456,10 @@ def write_validation_outputs(result: ValidationResult, out_dir: Path, keep_rows:
     out_dir.mkdir(parents=True, exist_ok=True)
     validated_path = quarantine_path = None
     if keep_rows and result.report.passed:
-        result.kept.to_csv(out_dir / "validated.csv", index=False)
+        write_csv_for_people(result.kept, out_dir / "validated.csv")
         validated_path = str(out_dir / "validated.csv")
     if len(result.quarantine):
-        result.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
+        write_csv_for_people(result.quarantine, out_dir / "quarantine.csv")
         quarantine_path = str(out_dir / "quarantine.csv")
     report_path = out_dir / "validation_report.json"
     html_path = report_html_path(out_dir)

@@ -78,7 +78,9 @@ def champion_of(store: dict) -> str:
 def test_first_model_is_promoted_when_it_passes_the_floors(store: dict) -> None:
     decision = store["first"]
     assert decision.promoted and decision.champion_version_before is None
-    assert decision.challenger == max(store["good"][1], key=lambda e: e.metrics["cv_roc_auc_mean"]).name
+    # The higher CV ROC-AUC, unless the difference is not significant: then the tie rule (higher sensitivity).
+    key = "test_recall" if decision.tie else "cv_roc_auc_mean"
+    assert decision.challenger == max(store["good"][1], key=lambda e: e.metrics[key]).name
     version = store["client"].get_model_version("heart-disease", decision.challenger_version)
     assert version.tags["promotion.decision"] == "promoted"
     assert decision.comparison is not None and 0 <= decision.comparison.p_value <= 1
@@ -96,7 +98,8 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(store: dict) -> None:
     assert tags["promotion.decision"] == "rejected"
     assert decision.champion_metrics is not None and decision.champion_metrics["test_roc_auc"] > 0.8
     description = store["client"].get_model_version("heart-disease", decision.challenger_version).description
-    assert "## Model" in description and "## Promotion\nNot promoted (champion before: v" in description
+    assert description.splitlines()[0].startswith(f"{decision.challenger} v{decision.challenger_version}: REJECTED")
+    assert "## Model" in description and "## Promotion\n" in description and "Champion before: v" in description
     assert "worse than margin" in description
 
 

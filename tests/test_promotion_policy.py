@@ -24,7 +24,7 @@ def test_candidates_are_tried_in_cv_order_until_one_passes_the_floors() -> None:
     linear = evaluation("logistic_regression", 0.891, 0.943, 0.75)
     chosen, notes = first_passing(rank_by_cv([linear, forest]), floors)
     assert chosen is linear
-    assert notes[0] == "random_forest (CV rank 1) failed a floor: test_recall 0.679 < floor 0.700"
+    assert notes[0] == "random_forest (rank 1) failed a floor: test_recall 0.679 < floor 0.700"
     assert first_passing([forest], floors) == (None, [notes[0]])
 
 

@@ -4,12 +4,16 @@ Input is read once into memory (the same bytes are parsed and fingerprinted), an
 regular file: a FIFO would block, /dev/zero never ends, and /proc or /sys files (such as
 /proc/self/environ) hold process secrets that must never reach an error message or an artifact.
 Output is written to a temporary file in the same folder and renamed over the target, so a
-reader never sees half a file and a killed process leaves the old file intact.
+reader never sees half a file and a killed process leaves the old file intact. CSVs written for people
+(quarantine, duplicates, predictions, metrics) go through ``write_csv_for_people``, which neutralises
+cells a spreadsheet would run as formulas.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
+import math
 import os
 import stat
 import tempfile
@@ -17,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+import pandas as pd
 
 from heart_pipeline.errors import DataError
 
@@ -106,4 +112,44 @@ def write_atomic(path: Path, data: bytes) -> Path:
             Path(tmp_name).unlink(missing_ok=True)
         reason = "disk full (no space left on device)" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
         raise DataError(f"{path}: cannot write: {reason}") from None
+    return path
+
+
+# OWASP's CSV injection rule: a cell that starts with one of these is a formula (or smuggles one in) to
+# a spreadsheet. Such a text cell is written with a leading single quote, which spreadsheets show as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number_text(text: str) -> bool:
+    """'-1.5' or '+3': text a spreadsheet reads as a number, not as a formula (so it stays as it is)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def neutralise_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run, prefixed with a single quote; anything else unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number_text(value.strip()):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell neutralised (``neutralise_cell``); numeric columns are untouched,
+    so -1.5 stays the number -1.5. Column names are neutralised too."""
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    safe = frame.copy() if text_columns else frame
+    for column in text_columns:
+        safe[column] = frame[column].map(neutralise_cell, na_action="ignore")
+    return safe.rename(columns=lambda c: neutralise_cell(c) if isinstance(c, str) else c)
+
+
+def write_csv_for_people(frame: pd.DataFrame, path: Path) -> Path:
+    """The one way the project writes a CSV that people open in a spreadsheet: neutralised cells, no index.
+    A frame with text columns has every text cell quoted: pandas leaves a carriage return inside a cell
+    unquoted, which would split the row in two for a CSV reader."""
+    safe = spreadsheet_safe(frame)
+    has_text = any(not pd.api.types.is_numeric_dtype(safe[c]) for c in safe.columns)
+    safe.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC if has_text else csv.QUOTE_MINIMAL)
     return path

@@ -6,6 +6,9 @@ functions of plain values: no Prefect, MLflow or Great Expectations import here.
 
 from __future__ import annotations
 
+import html
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,9 +67,29 @@ def _meaning_check(expectation: str, kwargs: Mapping[str, Any]) -> str:
     return ""
 
 
+# Markdown punctuation that can start a link, an image, emphasis, code, a table cell or an autolink
+# (``://``, ``www.``, ``user@host``): each is backslash-escaped, which renders as the character itself.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!|~:@.-])")
+
+
+def markdown_text(value: Any) -> str:
+    """File- or cell-derived text as inert markdown: one line, HTML escaped (``<img onerror>`` shows as
+    text), every markdown punctuation mark escaped (``[x](y)`` shows as text, a pipe cannot end a table
+    cell, a URL is not linked). The one escape for text that did not come from this project's code."""
+    flat = html.escape(" ".join(str(value).split()), quote=False)
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat)
+
+
 def markdown_cell(value: Any) -> str:
-    """A value that cannot break a markdown table: pipes escaped, newlines flattened."""
-    return " ".join(str(value).split()).replace("|", "\\|")
+    """A value inside a markdown table cell (the same escape as ``markdown_text``)."""
+    return markdown_text(value)
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """A metric as text: '-' when it is missing, not a number, NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
 
 
 def expectation_table(outcomes: Sequence[RuleOutcome]) -> list[dict[str, Any]]:
@@ -95,7 +118,7 @@ def profile_markdown(profile: Sequence[ColumnProfile], report_path: str | None) 
         f"{markdown_cell(p.allowed)} | {p.outside} |"
         for p in profile
     )
-    where = f"\n\nThe whole report (one page, opens offline): `{markdown_cell(report_path)}`\n" if report_path else ""
+    where = f"\n\nThe whole report (one page, opens offline): {markdown_text(report_path)}\n" if report_path else ""
     if not rows:
         return where
     return (
@@ -105,20 +128,25 @@ def profile_markdown(profile: Sequence[ColumnProfile], report_path: str | None) 
 
 
 def validation_markdown(report: ValidationReport) -> str:
-    by_rule = "\n".join(f"| {rule} | {count} |" for rule, count in sorted(report.quarantined_by_rule.items()))
-    failures = "\n".join(f"- **critical**: {c}" for c in report.critical_failures) or "- no critical failures"
-    warnings = "\n".join(f"- warning: {w}" for w in report.warning_failures)
+    """The gate's Prefect artifact; every file-derived text (path, rules, values, reasons) is escaped."""
+    by_rule = "\n".join(
+        f"| {markdown_cell(rule)} | {count} |" for rule, count in sorted(report.quarantined_by_rule.items())
+    )
+    failures = (
+        "\n".join(f"- **critical**: {markdown_text(c)}" for c in report.critical_failures) or "- no critical failures"
+    )
+    warnings = "\n".join(f"- warning: {markdown_text(w)}" for w in report.warning_failures)
     return (
-        f"# Data-quality gate: {report.decision}\n\n"
-        f"File `{report.data_path}` (sha256 `{report.fingerprint[:12]}`)\n\n"
+        f"# Data-quality gate: {markdown_text(report.decision)}\n\n"
+        f"File {markdown_text(report.data_path)} (sha256 {markdown_text(report.fingerprint[:12])})\n\n"
         f"| rows in | rows kept | rows quarantined | distinct rows | duplicate rows (dropped before split) "
         f"| disease share in / kept |\n|---|---|---|---|---|---|\n| {report.rows_in} | {report.rows_used} | "
         f"{report.rows_quarantined} | {report.distinct_rows} | {report.duplicate_rows} | "
         f"{_share(report.disease_share_in)} / {_share(report.disease_share_kept)} |\n\n"
         f"{failures}\n{warnings}\n\n"
         + (f"| quarantined by rule | rows |\n|---|---|\n{by_rule}\n\n" if by_rule else "")
-        + f"Report (open in a browser): `{report.html_report_path}`  \nQuarantined rows, with rule and value: "
-        f"`{report.quarantine_path}`\n"
+        + f"Report (open in a browser): {markdown_text(report.html_report_path)}  \nQuarantined rows, with rule and "
+        f"value: {markdown_text(report.quarantine_path)}\n"
     )
 
 
@@ -126,50 +154,69 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def metric_rows(decision: PromotionDecision) -> list[str]:
+    """One table row per metric either side has: '-' where a side lacks it (an older champion, a
+    comparison that was not made) or where it is not a number."""
+    compared = decision.challenger_compared_metrics or {}
+    champion = decision.champion_metrics or {}
+    keys = list(dict.fromkeys([*decision.challenger_metrics, *compared, *champion]))
+    return [
+        f"| {markdown_cell(k)} | {number(decision.challenger_metrics.get(k))} | {number(compared.get(k))} "
+        f"| {number(champion.get(k))} |"
+        for k in keys
+    ]
+
+
+def paired_comparison_text(decision: PromotionDecision) -> str:
+    c = decision.comparison
+    if c is None:
+        return ""
+    significant = c.p_value < decision.alpha if math.isfinite(c.p_value) else False
+    return (
+        f"\nOn the same repeated CV folds, {markdown_text(c.better)} beats {markdown_text(c.worse)} by "
+        f"{number(c.mean_difference)} ROC-AUC (corrected resampled t-test p = {number(c.p_value)}"
+        + ("" if significant else f"; not a significant difference at alpha {number(decision.alpha, 2)}")
+        + ").\n"
+    )
+
+
 def promotion_markdown(decision: PromotionDecision) -> str:
+    """The promotion's Prefect artifact. Total: any metric set on either side, NaN, no comparison."""
     verdict = (
-        "PROMOTED to @champion" if decision.promoted else f"NOT promoted ({decision.outcome}); @champion unchanged"
+        "PROMOTED to @champion"
+        if decision.promoted
+        else f"NOT promoted ({markdown_text(decision.outcome)}); @champion unchanged"
     )
-    compared = decision.challenger_compared_metrics or decision.challenger_metrics
-    rows = "\n".join(
-        f"| {k} | {decision.challenger_metrics[k]:.3f} | {compared[k]:.3f} | {decision.champion_metrics[k]:.3f} |"
-        if decision.champion_metrics
-        else f"| {k} | {decision.challenger_metrics[k]:.3f} | - | - |"
-        for k in decision.challenger_metrics
-    )
-    comparison = ""
-    if decision.comparison:
-        c = decision.comparison
-        comparison = (
-            f"\nOn the same repeated CV folds, {c.better} beats {c.worse} by {c.mean_difference:.3f} ROC-AUC "
-            f"(corrected resampled t-test p = {c.p_value:.3f}"
-            + ("; not a significant difference)" if c.p_value >= 0.05 else ")")
-            + ".\n"
-        )
+    tie = f"\n**Tie:** {markdown_text(decision.tie)}\n" if decision.tie else ""
     shared = (
         f"{decision.rows_compared} held-out rows the champion did not train on ({decision.rows_left_out} left out)"
         if decision.rows_compared is not None
         else "the held-out rows the champion did not train on"
     )
     return (
-        f"# Promotion: {decision.challenger} v{decision.challenger_version} {verdict}\n\n"
-        f"Candidates tried in order of mean CV ROC-AUC on the training folds; the first to pass every floor "
-        f"is compared with the champion.{comparison}\n"
-        + "\n".join(f"- {r}" for r in decision.reasons)
-        + f"\n\nChampion before: v{decision.champion_version_before or '-'}; "
-        f"after: v{decision.champion_version_after or '-'}\n\n"
+        f"# Promotion: {markdown_text(decision.challenger)} v{markdown_text(decision.challenger_version)} {verdict}\n\n"
+        f"Candidates tried in order of mean CV ROC-AUC on the training folds (a tie is broken by the configured "
+        f"rule); the first to pass every floor is compared with the champion.{paired_comparison_text(decision)}{tie}\n"
+        + "\n".join(f"- {markdown_text(r)}" for r in decision.reasons)
+        + f"\n\nChampion before: v{markdown_text(decision.champion_version_before or '-')}; "
+        f"after: v{markdown_text(decision.champion_version_after or '-')}\n\n"
         f"| metric | challenger, today's test set | challenger, shared rows | champion, shared rows |\n"
-        f"|---|---|---|---|\n{rows}\n\nShared rows: {shared}.\n"
+        f"|---|---|---|---|\n" + "\n".join(metric_rows(decision)) + f"\n\nShared rows: {shared}.\n"
     )
 
 
 def failure_markdown(flow_name: str, run: Any, state: Any, mlflow_outcome: str) -> str:
-    """``mlflow_outcome``: what this flow run left in MLflow, as found in the store (see runs.py)."""
-    parameters = "\n".join(f"- `{k}` = `{v}`" for k, v in (run.parameters or {}).items()) or "- (defaults)"
+    """``mlflow_outcome``: what this flow run left in MLflow, as found in the store (see runs.py). The
+    state's message and the parameters may quote a file's cells or paths: escaped."""
+    parameters = (
+        "\n".join(f"- {markdown_text(k)} = {markdown_text(v)}" for k, v in (run.parameters or {}).items())
+        or "- (defaults)"
+    )
     return (
-        f"# {flow_name} failed\n\n"
-        f"**Why:** {state.message or state.name}\n\n"
-        f"Flow run `{run.name}` (`{run.id}`) ended in state **{state.name}**.\n\n"
+        f"# {markdown_text(flow_name)} failed\n\n"
+        f"**Why:** {markdown_text(state.message or state.name)}\n\n"
+        f"Flow run {markdown_text(run.name)} ({markdown_text(run.id)}) ended in state "
+        f"**{markdown_text(state.name)}**.\n\n"
         f"Parameters:\n{parameters}\n\n"
         f"{mlflow_outcome}\n\nNo earlier run's outputs were touched. "
         "Data-quality failures name the file, the column and the lines; fix the file and run again.\n"
@@ -177,23 +224,26 @@ def failure_markdown(flow_name: str, run: Any, state: Any, mlflow_outcome: str) 
 
 
 def _interval(metrics: Mapping[str, Any], name: str, mean_key: str | None = None) -> str:
-    """'0.91 [0.83, 0.97]' from ``<name>``/``<mean_key>`` and ``<name>_ci95_low/high``."""
-    value = metrics.get(mean_key or name)
-    low, high = metrics.get(f"{name}_ci95_low"), metrics.get(f"{name}_ci95_high")
-    if value is None:
-        return "-"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
+    """'0.91 [0.83, 0.97]' from ``<name>``/``<mean_key>`` and ``<name>_ci95_low/high``; '-' for what is
+    missing or not a number."""
+    value = number(metrics.get(mean_key or name))
+    low, high = number(metrics.get(f"{name}_ci95_low")), number(metrics.get(f"{name}_ci95_high"))
+    if value == "-" or low == "-" or high == "-":
+        return value
+    return f"{value} [{low}, {high}]"
 
 
 def champion_headline(promotion: Mapping[str, Any]) -> str:
-    """What @champion is now: 'heart-disease@champion -> random_forest v3 (was v1)'."""
+    """What @champion is now: 'heart-disease@champion -> random_forest v3 (was v1)', and, when the two
+    candidates tied on CV, which rule chose: '; CV tie broken by higher_sensitivity'."""
     model = promotion.get("registered_model", "model")
     challenger = f"{promotion.get('challenger')} v{promotion.get('challenger_version')}"
+    tie = f"; CV tie broken by {promotion['tie_rule']}" if promotion.get("tie") and promotion.get("tie_rule") else ""
     if promotion.get("promoted"):
         before = promotion.get("champion_version_before")
-        return f"{model}@champion -> {challenger}" + (f" (was v{before})" if before else " (first champion)")
+        return f"{model}@champion -> {challenger}" + (f" (was v{before})" if before else " (first champion)") + tie
     after = promotion.get("champion_version_after")
-    return f"{model}@champion " + (f"stays v{after}" if after else "not set") + f"; {challenger} not promoted"
+    return f"{model}@champion " + (f"stays v{after}" if after else "not set") + f"; {challenger} not promoted" + tie
 
 
 def champion_line(promotion: Mapping[str, Any]) -> str:
@@ -215,7 +265,7 @@ def training_terminal_summary(result: Mapping[str, Any]) -> str:
         metrics = model.get("metrics", {})
         lines.append(
             f"{name:22} {_interval(metrics, 'test_roc_auc'):26} "
-            f"{_interval(metrics, 'cv_roc_auc', 'cv_roc_auc_mean'):26} {model.get('threshold', float('nan')):9.3f}  "
+            f"{_interval(metrics, 'cv_roc_auc', 'cv_roc_auc_mean'):26} {number(model.get('threshold')):>9}  "
             f"v{model.get('version')}"
         )
     lines += ["", champion_line(result.get("promotion", {})), f"Run folder: {result.get('run_dir')}"]
@@ -272,21 +322,25 @@ def training_summary_markdown(
     links: Mapping[str, str | None] | None = None,
 ) -> str:
     """The training run's Prefect summary: the decision first, then one narrow row per model
-    (fits 1600 px with the MLflow link in view; every other metric is in the MLflow run)."""
+    (fits 1600 px with the MLflow link in view; every other metric is in the MLflow run). Total: a
+    model row may lack any metric, and the promotion may be empty."""
     rows = [
-        f"| {m['name']} | {_interval(m['metrics'], 'test_roc_auc')} | {_interval(m['metrics'], 'test_recall')} | "
-        f"{_interval(m['metrics'], 'cv_roc_auc', 'cv_roc_auc_mean')} | {m['threshold']:.3f} | "
-        f"[v{m['version']}]({m.get('version_url', '')}) | [run]({m['run_url']}) |"
+        f"| {markdown_cell(m.get('name'))} | {_interval(m.get('metrics') or {}, 'test_roc_auc')} | "
+        f"{_interval(m.get('metrics') or {}, 'test_recall')} | "
+        f"{_interval(m.get('metrics') or {}, 'cv_roc_auc', 'cv_roc_auc_mean')} | {number(m.get('threshold'))} | "
+        f"[v{markdown_text(m.get('version'))}]({m.get('version_url', '')}) | [run]({m.get('run_url', '')}) |"
         for m in models
     ]
-    reasons = "\n".join(f"- {markdown_cell(r)}" for r in promotion.get("reasons") or [])
+    reasons = "\n".join(f"- {markdown_text(r)}" for r in promotion.get("reasons") or [])
+    tie = f"\n\n**Tie:** {markdown_text(promotion['tie'])}" if promotion.get("tie") else ""
+    v = validation
     return (
-        f"# heart-training: {markdown_cell(champion_headline(promotion))}\n\n{reasons}\n\n"
+        f"# heart-training: {markdown_text(champion_headline(promotion))}\n\n{reasons}{tie}\n\n"
         "| model | test ROC-AUC [95% CI] | sensitivity [95% CI] | CV ROC-AUC [95% CI] | threshold | version "
         "| MLflow |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        f"Data `{validation.get('data_path')}`: gate {validation.get('decision')}, {validation.get('rows_in')} rows "
-        f"in, {validation.get('rows_kept')} kept, {validation.get('rows_quarantined')} quarantined, "
-        f"{validation.get('duplicate_rows')} duplicate rows dropped. Intervals: bootstrap on the test set, "
+        f"Data {markdown_text(v.get('data_path'))}: gate {markdown_text(v.get('decision'))}, {v.get('rows_in')} rows "
+        f"in, {v.get('rows_kept')} kept, {v.get('rows_quarantined')} quarantined, "
+        f"{v.get('duplicate_rows')} duplicate rows dropped. Intervals: bootstrap on the test set, "
         "Nadeau-Bengio corrected t on the CV folds.\n" + _mlflow_links(links or {})
     )
 
@@ -314,7 +368,8 @@ def scoring_summary_markdown(result: Mapping[str, Any]) -> str:
     ]
     return (
         f"# heart-batch-scoring: {result.get('rows_scored')} of {result.get('rows_in')} patients scored\n\n"
-        f"Model `{result.get('registered_model')}` version **{result.get('model_version')}** (@champion at "
+        f"Model {markdown_text(result.get('registered_model'))} version "
+        f"**{markdown_text(result.get('model_version'))}** (@champion at "
         f"scoring time); {result.get('rows_quarantined')} rows quarantined by the data contract.\n\n"
-        + "".join(f"- {label}: `{path}`\n" for label, path in where if path)
+        + "".join(f"- {label}: {markdown_text(path)}\n" for label, path in where if path)
     )

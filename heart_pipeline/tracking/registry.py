@@ -45,11 +45,14 @@ CONTENT_KEY_TAG = "content_key"
 CODEBOOK_TAG = "codebook.version"
 LABEL_TAG = "label.definition"
 ROW_HASHES_ARTIFACT = "registry/training_row_hashes.txt"
-# The registry's write lease (see ``registry_lease``): a holder that died is presumed gone after this.
-LEASE_SUFFIX = ".lease"
-LEASE_SECONDS = 60.0
+# The registry's write lease (see ``registry_lease``): a holder renews it every LEASE_SECONDS / 6 and
+# stops writing when less than LEASE_MARGIN of it is left; one it stopped renewing (it died) is broken
+# after LEASE_SECONDS. Safe while no single store call takes longer than LEASE_SECONDS * LEASE_MARGIN.
+LEASE_SUFFIX = ".lease."
+LEASE_SECONDS = 20.0
+LEASE_MARGIN = 0.25
+LEASE_WAIT_SECONDS = 60.0
 LEASE_POLL_SECONDS = 0.2
-
 
 # Blocks inside ``tracking_store`` across this process's threads, and the URI to restore after the last.
 _store_lock = threading.Lock()
@@ -237,61 +240,180 @@ def _mlflow_error_code(exc: Exception) -> str:
     return str(getattr(exc, "error_code", ""))
 
 
-@contextmanager
-def registry_lease(client: Any, name: str, purpose: str, wait_seconds: float = LEASE_SECONDS) -> Iterator[None]:
-    """Hold the one write lease of registered model ``name`` for the block.
+class LeaseLost(PipelineError):
+    """This holder's lease expired or was broken: it must not write."""
 
-    The lease is a registered model named ``<name>.lease``: creating a registered model is the one
-    insert the MLflow API makes unique (the store refuses a second one), in a SQLite file and behind
-    a remote tracking server alike, so whoever creates it holds the lease; deleting it releases. A
-    holder that died leaves it behind: after ``LEASE_SECONDS`` it counts as stale and is broken.
-    """
+
+@dataclass
+class Lease:
+    """One holder's claim on the registry's write lease: epoch ``number`` of registered model ``name``."""
+
+    client: Any
+    name: str
+    number: int
+    holder: str
+    seconds: float
+    expires: float  # the last expiry this holder wrote (and the store acknowledged)
+    lost: str | None = None
+
+    @property
+    def model(self) -> str:
+        return lease_model_name(self.name, self.number)
+
+    def time_left(self) -> float:
+        return self.expires - self.seconds * LEASE_MARGIN - time.time()
+
+    def check(self) -> None:
+        """Raise LeaseLost unless this holder may still write: its lease has more than the margin left
+        (by its own clock), it was not broken (no later epoch), and it was not collected."""
+        if self.lost is None and self.time_left() <= 0:
+            self.lost = f"its lease expired at {self.expires:.3f} (not renewed in time)"
+        if self.lost is None:
+            epochs = lease_epochs(self.client, self.name)
+            if self.number not in epochs:
+                self.lost = f"{self.model} was collected by a later holder"
+            elif max(epochs) > self.number:
+                self.lost = f"{lease_model_name(self.name, max(epochs))} was taken after this one went stale"
+            elif self.time_left() <= 0:
+                self.lost = f"its lease expired at {self.expires:.3f} while it checked"
+        if self.lost:
+            raise LeaseLost(f"{self.name}: lost the registry write lease ({self.lost}); nothing more is written")
+
+    def renew(self) -> bool:
+        """Extend the lease, only while it is still safely ours (never resurrect an expired one)."""
+        if self.lost or self.time_left() <= 0:
+            self.lost = self.lost or f"its lease expired at {self.expires:.3f} before it was renewed"
+            return False
+        expires = time.time() + self.seconds  # taken before the call: the store holds at most this
+        self.client.set_registered_model_tag(self.model, "expires", f"{expires:.3f}")
+        self.expires = expires
+        return True
+
+
+def lease_model_name(name: str, number: int) -> str:
+    return f"{name}{LEASE_SUFFIX}{number:010d}"
+
+
+def lease_epochs(client: Any, name: str) -> dict[int, Any]:
+    """Every epoch of ``name``'s lease in the store: number -> registered model (with its tags)."""
+    prefix = f"{name}{LEASE_SUFFIX}"
+    found = client.search_registered_models(filter_string=f"name LIKE '{prefix}%'", max_results=1000)
+    return {
+        int(m.name[len(prefix) :]): m for m in found if m.name.startswith(prefix) and m.name[len(prefix) :].isdigit()
+    }
+
+
+def _is_free(model: Any, now: float) -> bool:
+    """Released by its holder, or not renewed by it before its expiry (``now`` read before the look-up)."""
+    try:
+        expires = float(model.tags.get("expires", "0"))
+    except ValueError:
+        expires = 0.0  # garbled (only this code writes it): treated as expired
+    return "released" in model.tags or expires < now
+
+
+def _try_acquire(client: Any, name: str, purpose: str, holder: str, seconds: float) -> Lease | None:
+    """One attempt: create the epoch after the top one if the top one is free. None: not this time."""
     import mlflow
 
-    lease = f"{name}{LEASE_SUFFIX}"
+    now = time.time()
+    epochs = lease_epochs(client, name)
+    top = max(epochs, default=0)
+    if epochs and not _is_free(epochs[top], now):
+        return None
+    expires = time.time() + seconds
+    number = top + 1
+    try:
+        client.create_registered_model(
+            lease_model_name(name, number),
+            tags={"holder": holder, "purpose": purpose[:200], "expires": f"{expires:.3f}"},
+            description=f"Write lease of {name} (epoch {number}, {purpose[:200]}). Not a model.",
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        if _mlflow_error_code(exc) == "RESOURCE_ALREADY_EXISTS":
+            return None  # another contender took this epoch: it holds the lease
+        raise
+    lease = Lease(client, name, number, holder, seconds, expires)
+    later = [n for n in lease_epochs(client, name) if n > number]
+    if later:  # a slow attempt re-created an epoch that had been collected: not the lease
+        _delete_lease_model(client, lease.model)
+        return None
+    return lease
+
+
+def _delete_lease_model(client: Any, model: str) -> None:
+    import mlflow
+
+    try:
+        client.delete_registered_model(model)
+    except mlflow.exceptions.MlflowException:
+        pass  # already collected by another holder
+
+
+@contextmanager
+def registry_lease(
+    client: Any,
+    name: str,
+    purpose: str,
+    wait_seconds: float = LEASE_WAIT_SECONDS,
+    lease_seconds: float = LEASE_SECONDS,
+) -> Iterator[Lease]:
+    """Hold the one write lease of registered model ``name`` for the block; call ``lease.check()``
+    right before each write (it raises LeaseLost when the lease is no longer this holder's).
+
+    MLflow has no compare-and-set, but creating a registered model is a unique insert, in a SQLite
+    file and behind a tracking server alike. The lease is therefore a chain of epochs: registered
+    models ``<name>.lease.<n>``, each created once, by the one holder of epoch n. A contender creates
+    epoch n+1 only after reading epoch n (the top one) as free: released by its holder, or past the
+    expiry its holder keeps renewing. Two contenders that read the same free epoch race to create the
+    same next name and exactly one wins, so breaking a stale lease is a compare-and-set on that
+    lease's identity (its epoch number), and never deletes anyone's live lease. The winner then checks
+    that no later epoch exists (a slow attempt may re-create a collected number: it gives up); on
+    release it deletes the epochs before its own.
+
+    A holder renews its expiry from a heartbeat thread, never once its expiry is less than the margin
+    (LEASE_MARGIN of the lease) away, and ``check`` fails from that point on, so a holder that stalled
+    stops before writing rather than overlap with the one that broke its lease. This is sound while
+    one store call takes less than the margin and clocks agree to within it.
+    """
     holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            client.create_registered_model(
-                lease,
-                tags={"holder": holder, "purpose": purpose, "expires": f"{time.time() + LEASE_SECONDS:.3f}"},
-                description=f"Write lease of {name} while {purpose}; deleted when done. Not a model.",
-            )
-            break
-        except mlflow.exceptions.MlflowException as exc:
-            # Taken; or released between the store's refusal and its look-up of the holder.
-            if _mlflow_error_code(exc) not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
-                raise
-        _break_if_stale(client, lease)
+    while (lease := _try_acquire(client, name, purpose, holder, lease_seconds)) is None:
         if time.monotonic() > deadline:
-            raise PipelineError(f"{name}: the registry stayed busy for {wait_seconds:.0f} s ({lease} is held)")
-        time.sleep(LEASE_POLL_SECONDS * (1 + random.random()))  # jitter, so waiters do not retry in step
+            raise PipelineError(f"{name}: the registry stayed busy for {wait_seconds:.0f} s (its write lease is held)")
+        time.sleep(min(LEASE_POLL_SECONDS, lease_seconds / 40) * (1 + random.random()))  # jitter
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=_renew_until, args=(lease, stop), name=f"lease-{lease.number}", daemon=True)
+    heartbeat.start()
     try:
-        yield
+        yield lease
     finally:
-        _release(client, lease, holder)
+        stop.set()
+        heartbeat.join()
+        _release(lease)
 
 
-def _break_if_stale(client: Any, lease: str) -> None:
+def _renew_until(lease: Lease, stop: threading.Event) -> None:
+    while not stop.wait(lease.seconds / 6):
+        try:
+            if not lease.renew():
+                return
+        except Exception:  # noqa: BLE001 - a failed renewal is retried; the lease expires if none succeeds
+            continue
+
+
+def _release(lease: Lease) -> None:
+    """Mark this epoch released (only its holder ever writes to it, so no compare is needed), then
+    collect the epochs before it (off the next holder's path: deleting an earlier epoch is safe at any
+    time, as its holder, if alive, sees that and stops, and a re-created one is given up)."""
     import mlflow
 
     try:
-        held = client.get_registered_model(lease)
+        lease.client.set_registered_model_tag(lease.model, "released", f"{time.time():.3f}")
+        for old in (n for n in lease_epochs(lease.client, lease.name) if n < lease.number):
+            _delete_lease_model(lease.client, lease_model_name(lease.name, old))
     except mlflow.exceptions.MlflowException:
-        return  # released meanwhile
-    if float(held.tags.get("expires", "0")) < time.time():
-        _release(client, lease, held.tags.get("holder", ""))
-
-
-def _release(client: Any, lease: str, holder: str) -> None:
-    import mlflow
-
-    try:
-        if client.get_registered_model(lease).tags.get("holder") == holder:
-            client.delete_registered_model(lease)
-    except mlflow.exceptions.MlflowException:
-        pass  # already released or broken as stale
+        pass  # collected by a later holder: nothing to release
 
 
 def current_champion(client: Any, name: str) -> str | None:
@@ -417,7 +539,7 @@ def register_model_version(
         ensure_registered_model(
             client, name, "Heart-disease risk models; @champion serves. See each version's description."
         )
-        with registry_lease(client, name, f"registering run {run_id}"):
+        with registry_lease(client, name, f"registering run {run_id}") as lease:
             key = tags[CONTENT_KEY_TAG]
             if (same := find_version(client, name, f"tags.`{CONTENT_KEY_TAG}`='{key}'")) is not None:
                 return Registration(str(same.version), created=False)
@@ -426,6 +548,7 @@ def register_model_version(
                 identity = identity_tags(fetch_model_file(files_uri, Path(tmp), f"{name} from run {run_id}"))
             # A logged model's URI (models:/m-...) must name its model id too, or a tracking server refuses it.
             model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+            lease.check()
             created = client.create_model_version(
                 name, model_uri, run_id=run_id, tags={**tags, **identity}, description=description, model_id=model_id
             )
@@ -449,14 +572,18 @@ def training_row_hashes(client: Any, run_id: str) -> set[str] | None:
         return set(Path(path).read_text(encoding="utf-8").split())
 
 
-def commit_if_champion_is(client: Any, name: str, expected: str | None, commit: Callable[[], None]) -> bool:
+def commit_if_champion_is(
+    client: Any, name: str, expected: str | None, commit: Callable[[Callable[[], None]], None]
+) -> bool:
     """Compare-and-set for @champion: run ``commit`` (decision tags, alias move) under the registry
     lease only while the champion is still ``expected``, the version the decision was made against.
-    False means it moved meanwhile: the caller compares again with the new champion."""
-    with registry_lease(client, name, "deciding a promotion"):
+    ``commit`` gets the lease's check, to call right before the alias moves. False means it moved
+    meanwhile: the caller compares again with the new champion."""
+    with registry_lease(client, name, "deciding a promotion") as lease:
         if current_champion(client, name) != expected:
             return False
-        commit()
+        lease.check()
+        commit(lease.check)
         return True
 
 
@@ -468,7 +595,7 @@ def rollback_champion(tracking_uri: str, name: str, to_version: str | None = Non
 
     with tracking_store(tracking_uri):
         client = mlflow.MlflowClient(tracking_uri)
-        with registry_lease(client, name, "rolling back"):
+        with registry_lease(client, name, "rolling back") as lease:
             current = current_champion(client, name)
             if current is None:
                 raise PipelineError(f"{name}: there is no champion to roll back")
@@ -480,16 +607,25 @@ def rollback_champion(tracking_uri: str, name: str, to_version: str | None = Non
                 client.get_model_version(name, to_version)
             except mlflow.exceptions.MlflowException:
                 raise PipelineError(f"{name}: version {to_version} does not exist") from None
+            lease.check()
             client.set_registered_model_alias(name, CHAMPION, to_version)
             client.set_model_version_tag(name, current, ROLLED_BACK_TAG, f"champion moved back to v{to_version}")
         # Keep the history walkable: rolling back again continues to the version before that one.
         return current, to_version
 
 
+# A description's first line, before any ``## `` section: what the version is and its decision. The
+# registry's versions table shows only a description's first line.
+HEADLINE = ""
+# The longest description the registry stores (MLflow's model_versions.description is VARCHAR(5000)).
+MAX_DESCRIPTION = 5000
+
+
 def description_sections(description: str) -> dict[str, str]:
-    """A version description's ``## heading`` sections, in order: heading -> text."""
-    sections = {}
-    for block in re.split(r"^## ", description, flags=re.MULTILINE):
+    """A version description's first line (key ``HEADLINE``) and ``## heading`` sections, in order."""
+    head, *blocks = re.split(r"^## ", description, flags=re.MULTILINE)
+    sections = {HEADLINE: head.strip()} if head.strip() else {}
+    for block in blocks:
         if block.strip():
             heading, _, text = block.partition("\n")
             sections[heading.strip()] = text.strip()
@@ -497,11 +633,24 @@ def description_sections(description: str) -> dict[str, str]:
 
 
 def render_description(sections: dict[str, str]) -> str:
-    return "\n\n".join(f"## {heading}\n{text}" for heading, text in sections.items())
+    """The headline first (plain text, one line), then each ``## heading`` section; cut to MAX_DESCRIPTION
+    (the last section loses its tail, and says so)."""
+    headline = " ".join(sections.get(HEADLINE, "").split())
+    body = "\n\n".join(f"## {heading}\n{text}" for heading, text in sections.items() if heading != HEADLINE)
+    text = f"{headline}\n\n{body}" if headline else body
+    if len(text) <= MAX_DESCRIPTION:
+        return text
+    cut = "\n\n(cut to fit the registry's limit)"
+    return text[: MAX_DESCRIPTION - len(cut)] + cut
+
+
+def description_with(current: str, headline: str, heading: str, text: str) -> str:
+    """``current`` with a new first line and one section replaced (the others kept): the registration says
+    what the model is, the promotion why it was or was not promoted."""
+    return render_description({**description_sections(current), HEADLINE: headline, heading: text})
 
 
 def set_description_section(client: Any, name: str, version: str, heading: str, text: str) -> None:
-    """Write one section of a version's description and keep the others: the registration says what
-    the model is, the promotion why it was or was not promoted."""
+    """Write one section of a version's description and keep the others."""
     sections = description_sections(client.get_model_version(name, version).description or "")
     client.update_model_version(name, version, description=render_description({**sections, heading: text}))
