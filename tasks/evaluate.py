@@ -43,7 +43,8 @@ def cross_validated_metrics(
     scores: dict[str, list[float]] = {}
     for name in CV_SCORERS:
         values = result[f"test_{name}"] * (-1 if name == "log_loss" else 1)
-        low, high = corrected_confidence_interval(values, len(y) - n_test, n_test)
+        bounds = (0.0, float("inf")) if name == "log_loss" else (0.0, 1.0)
+        low, high = corrected_confidence_interval(values, len(y) - n_test, n_test, bounds=bounds)
         metrics.update(
             {
                 f"cv_{name}_mean": float(values.mean()),

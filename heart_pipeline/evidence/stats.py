@@ -36,9 +36,10 @@ def corrected_variance_factor(n_folds_total: int, n_train: int, n_test: int) -> 
 
 
 def corrected_confidence_interval(
-    scores: np.ndarray, n_train: int, n_test: int, level: float = 0.95
+    scores: np.ndarray, n_train: int, n_test: int, level: float = 0.95, bounds: tuple[float, float] | None = None
 ) -> tuple[float, float]:
-    """Nadeau-Bengio corrected t-interval for the mean of repeated k-fold scores."""
+    """Nadeau-Bengio corrected t-interval for the mean of repeated k-fold scores, clipped to ``bounds``
+    (a ROC-AUC's interval cannot reach past 1: the t-interval is symmetric, the metric is not)."""
     from scipy import stats
 
     k = len(scores)
@@ -46,7 +47,10 @@ def corrected_confidence_interval(
         return float(scores.mean()), float(scores.mean())
     variance = np.var(scores, ddof=1) * corrected_variance_factor(k, n_train, n_test)
     half = stats.t.ppf(0.5 + level / 2, df=k - 1) * math.sqrt(variance)
-    return float(scores.mean() - half), float(scores.mean() + half)
+    low, high = float(scores.mean() - half), float(scores.mean() + half)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return low, high
 
 
 def corrected_paired_t_test(differences: np.ndarray, n_train: int, n_test: int) -> float:
