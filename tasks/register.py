@@ -10,7 +10,6 @@ already this model.
 from __future__ import annotations
 
 import importlib.util
-import json
 from functools import cache
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -21,6 +20,7 @@ from prefect import task
 from heart_pipeline.caching import fingerprint_file
 from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.evidence.algorithms import ALGORITHMS
+from heart_pipeline.evidence.render import metrics_table_markdown
 from heart_pipeline.results import Evaluation, LoggedRun, TrackedModel
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tracking.policy import own_numbers
@@ -99,15 +99,16 @@ def registration_tags(
 
 
 def registration_description(logged: LoggedRun, evaluation: Evaluation, tags: dict[str, str], flow_run: str) -> str:
-    """The version's first description section: what it is, with its numbers as JSON."""
-    metrics = {k: round(v, 4) for k, v in evaluation.metrics.items() if k.startswith(("test_", "cv_roc_auc"))}
+    """The version's first description section: what it is, with its numbers as a table with intervals."""
     text = (
         f"{ALGORITHMS[logged.name].label} trained by heart-pipeline (Prefect flow run {flow_run or '-'}, "
         f"MLflow run {logged.run_id}) on data {tags['data.fingerprint'][:12]} ({tags['training_rows']} training "
         f"rows), seed {tags['seed']}, codebook v{tags[CODEBOOK_TAG]} with label {tags[LABEL_TAG]}. "
         f"Decision threshold {evaluation.threshold:.3f}. Test ROC-AUC {tags['test_roc_auc']}, "
         f"CV ROC-AUC {tags['cv_roc_auc_mean']}. Content key {tags[CONTENT_KEY_TAG][:16]}.\n\n"
-        f"```json\n{json.dumps(metrics, indent=1)}\n```"
+        + metrics_table_markdown(evaluation.metrics)
+        + "\n\nThe model card (intended use, subgroups, external validations, limitations) is in this run's "
+        "artifacts under `model_card/`, and from `heart-pipeline card --version N`."
     )
     headline = (
         f"{logged.name} (seed {tags['seed']}, data {tags['data.fingerprint'][:12]}): registered, promotion not yet "

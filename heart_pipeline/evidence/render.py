@@ -223,6 +223,26 @@ def failure_markdown(flow_name: str, run: Any, state: Any, mlflow_outcome: str) 
     )
 
 
+METRIC_WORDS = {
+    "test_roc_auc": "ROC-AUC",
+    "test_recall": "sensitivity (recall)",
+    "test_precision": "PPV (precision)",
+    "test_accuracy": "accuracy",
+    "test_f1": "F1",
+    "test_log_loss": "log loss",
+}
+
+
+def metrics_table_markdown(metrics: Mapping[str, Any]) -> str:
+    """A model's held-out and CV figures with their 95% intervals, as a markdown table."""
+    rows = [f"| {words} | {_interval(metrics, key)} |" for key, words in METRIC_WORDS.items() if key in metrics]
+    for name in ("roc_auc", "accuracy", "log_loss"):
+        if f"cv_{name}_mean" in metrics:
+            value = _interval(metrics, f"cv_{name}", f"cv_{name}_mean")
+            rows.append(f"| CV {name.replace('_', ' ')} (training folds) | {value} |")
+    return "| metric | value [95% CI] |\n|---|---|\n" + "\n".join(rows)
+
+
 def _interval(metrics: Mapping[str, Any], name: str, mean_key: str | None = None) -> str:
     """'0.91 [0.83, 0.97]' from ``<name>``/``<mean_key>`` and ``<name>_ci95_low/high``; '-' for what is
     missing or not a number."""
