@@ -61,3 +61,13 @@ def test_the_html_is_self_contained_and_escapes_text() -> None:
     markdown = render_markdown(card())
     assert markdown.startswith("# Model card: heart-disease v3 (random_forest, @champion)")
     assert "## Not for" in markdown and "## External validation" in markdown
+
+
+def test_a_version_description_reads_as_a_table_with_intervals_not_json() -> None:
+    from heart_pipeline.evidence.render import metrics_table_markdown
+
+    table = metrics_table_markdown(
+        {"test_roc_auc": 0.91, "test_roc_auc_ci95_low": 0.83, "test_roc_auc_ci95_high": 0.97, "cv_roc_auc_mean": 0.89}
+    )
+    assert "| ROC-AUC | 0.910 [0.830, 0.970] |" in table and "| CV roc auc (training folds) | 0.890 |" in table
+    assert "{" not in table
