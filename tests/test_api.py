@@ -561,3 +561,17 @@ def test_fuzzed_payloads_never_cause_a_server_error(api: TestClient, body: objec
     assert len(response.content) < 8192
     if response.status_code == 200 and endpoint == "/predict":
         assert all(0 <= p["probability"] <= 1 for p in response.json()["predictions"])
+
+
+@pytest.mark.e2e
+def test_the_model_card_is_served_offline_for_the_champion_and_any_version(api: TestClient, served: dict) -> None:
+    champion = serving_the_champion(api, served)
+    page = api.get("/model-card")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert f"v{served['champion']}" in page.text and "Intended use" in page.text and "@champion" in page.text
+    assert page_urls(page.text) == []  # nothing to fetch: no script, image, font or stylesheet link
+    other = api.get("/model-card", params={"version": served["other"], "format": "markdown"})
+    assert other.status_code == 200 and other.text.startswith(f"# Model card: heart-disease v{served['other']}")
+    assert api.get("/model-card", params={"version": "9999"}).status_code == 404
+    assert api.get("/model-card", params={"version": "../x"}).status_code == 422
+    assert champion
