@@ -18,13 +18,17 @@ from heart_pipeline.config import PROJECT_ROOT
 ENTRY_POINTS = {"heart_pipeline/cli.py", "heart_pipeline/bench/run.py", "heart_pipeline/bench/baseline.py"}
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, with_names: bool = False) -> set[str]:
+    """Every absolute import of a file, at any depth; ``with_names`` adds ``module.name`` for each
+    ``from module import name`` (a submodule imported that way)."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            if with_names:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -220,14 +224,7 @@ def concern_of(module: str) -> str:
 
 def all_imports(path: Path) -> set[str]:
     """Every heart_pipeline module a file imports, at any depth (function-level imports included)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n.split(".")[0] == "heart_pipeline"}
+    return {n for n in imported_modules(path, with_names=True) if n.split(".")[0] == "heart_pipeline"}
 
 
 def import_graph() -> dict[str, set[str]]:

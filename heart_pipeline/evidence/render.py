@@ -289,14 +289,18 @@ def training_terminal_summary(result: Mapping[str, Any]) -> str:
             f"v{model.get('version')}"
         )
     lines += ["", champion_line(result.get("promotion", {})), f"Run folder: {result.get('run_dir')}"]
-    if result.get("validation_report"):
-        lines.append(f"Validation report: {result['validation_report']}")
-    if result.get("mlflow_ui_command"):
-        lines.append(f"MLflow UI: {result['mlflow_ui_command']}")
-    for label, key in (("  runs", "mlflow_experiment_url"), ("  compare", "mlflow_compare_url")):
-        if result.get(key):
-            lines.append(f"{label}: {result[key]}")
-    return "\n".join(lines)
+    labels = {
+        "validation_report": "Validation report",
+        "mlflow_ui_command": "MLflow UI",
+        "mlflow_experiment_url": "  runs",
+        "mlflow_compare_url": "  compare",
+    }
+    return "\n".join(lines + labelled_lines(result, labels))
+
+
+def labelled_lines(result: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    """'Label: value' for each key of ``labels`` that the result has, in that order."""
+    return [f"{label}: {result[key]}" for key, label in labels.items() if result.get(key)]
 
 
 def validation_terminal_summary(result: Mapping[str, Any]) -> str:
@@ -305,10 +309,8 @@ def validation_terminal_summary(result: Mapping[str, Any]) -> str:
         f"{result.get('rows_kept')} kept, {result.get('rows_quarantined')} quarantined"
     ]
     lines += [f"  warning: {w}" for w in result.get("warning_failures", [])]
-    for label, key in (("Report", "validation_report"), ("Quarantine", "quarantine_path"), ("MLflow", "mlflow_run")):
-        if result.get(key):
-            lines.append(f"{label}: {result[key]}")
-    return "\n".join(lines)
+    labels = {"validation_report": "Report", "quarantine_path": "Quarantine", "mlflow_run": "MLflow"}
+    return "\n".join(lines + labelled_lines(result, labels))
 
 
 def scoring_terminal_summary(result: Mapping[str, Any]) -> str:
