@@ -558,3 +558,12 @@ def test_fuzzed_payloads_never_cause_a_server_error(api: TestClient, body: objec
     assert len(response.content) < 8192
     if response.status_code == 200 and endpoint == "/predict":
         assert all(0 <= p["probability"] <= 1 for p in response.json()["predictions"])
+
+
+def test_ingest_places_are_taken_atomically(tmp_path: Path) -> None:
+    """Uploads still streaming hold their place: a limit of two admits two, whatever the interleaving."""
+    settings = load_config(write_test_config(tmp_path))
+    jobs = IngestJobs(settings, Retention(keep_last=5, max_age_days=1), max_running=2)
+    assert [jobs.reserve() for _ in range(4)] == [True, True, False, False]
+    jobs.release()
+    assert jobs.reserve() and not jobs.reserve()
