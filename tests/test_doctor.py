@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from heart_pipeline.operations.doctor import UNDECIDED, close_flow_run_records, diagnose
+from heart_pipeline.operations.doctor import UNDECIDED, close_flow_run_records, diagnose, summary
 from heart_pipeline.tracking.registry import DECISION_TAG, FLOW_RUN_TAG, ensure_experiment
 
 pytestmark = pytest.mark.e2e  # a real SQLite MLflow store
@@ -60,3 +60,19 @@ def test_a_failed_flow_run_closes_only_its_own_records(store_with_leftovers: str
     client = mlflow.MlflowClient(store_with_leftovers)
     assert client.get_run(ended[0].run_id).info.status == "FAILED"
     assert close_flow_run_records(store_with_leftovers, MODEL, "dead-flow-run", "FAILED")[0] == []
+
+
+def test_doctor_lists_a_fresh_failure_and_speaks_to_people(store_with_leftovers: str) -> None:
+    """The 30-minute guard applies to RUNNING runs only: a run that failed just now is listed."""
+    client = mlflow.MlflowClient(store_with_leftovers)
+    experiment = client.get_experiment_by_name("heart-disease").experiment_id
+    failed = client.create_run(experiment, tags={FLOW_RUN_TAG: "failed-flow-run"}, run_name="just-failed")
+    client.set_terminated(failed.info.run_id, status="FAILED")
+    found = diagnose(store_with_leftovers, MODEL)
+    assert found["runs_stuck_in_running"] == [], "the RUNNING one is young: guarded"
+    assert [r["name"] for r in found["recently_failed_runs"]] == ["just-failed"]
+    text = summary(found)
+    assert "runs stuck in RUNNING (started over 30 min ago): none" in text
+    assert "latest failed or killed runs: 1" in text and "just-failed" in text and "failed-flow-run" in text
+    fixed = summary(diagnose(store_with_leftovers, MODEL, fix=True, min_age_minutes=0))
+    assert "runs ended as KILLED (started over 0 min ago): 1" in fixed and "nothing to fix" in fixed
