@@ -96,7 +96,7 @@ def test_background_server_is_started_once_reused_and_stopped(tmp_path: Path) ->
     first = local_server.start(layout)
     try:
         assert first.started_now
-        local_server.wait_ready(first, layout=layout)
+        local_server.wait_ready(first)
         again = local_server.start(layout)
         assert not again.started_now and again.pid == first.pid and again.api_url == first.api_url
         assert local_server.running(layout) is not None

@@ -78,7 +78,10 @@ def running_runs(client: Any, flow_run_id: str | None = None, min_age_minutes: f
 
 def failed_runs(client: Any, limit: int = RECENT_FAILURES) -> list[StuckRun]:
     """The newest runs that ended FAILED or KILLED, whatever their age."""
-    return _runs(client, "attributes.status IN ('FAILED', 'KILLED')", limit=limit)
+    ended = [
+        run for status in ("FAILED", "KILLED") for run in _runs(client, f"attributes.status = '{status}'", limit=limit)
+    ]
+    return sorted(ended, key=lambda run: run.age_minutes)[:limit]  # MLflow's search has no IN for status
 
 
 def undecided_versions(
