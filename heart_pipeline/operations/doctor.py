@@ -131,7 +131,7 @@ def diagnose(
         if fix:
             end_runs(client, runs)
             mark_undecided(client, versions)
-    left_behind = orphans.reap() if fix else [f"{p.name()} (pid {p.pid})" for p in orphans.orphans()]
+    left_behind = orphans.reap() if fix else [orphans.describe(p) for p in orphans.orphans()]
     return {
         "tracking_store": tracking_uri,
         "older_than_minutes": min_age_minutes,

@@ -47,13 +47,20 @@ def orphans() -> list[psutil.Process]:
     return found
 
 
+def describe(process: psutil.Process) -> str:
+    """``pid N: <the start of its command line>``, e.g. ``pid 812: -m joblib.externals.loky.backend...``."""
+    with contextlib.suppress(psutil.Error):
+        return f"pid {process.pid}: {' '.join(process.cmdline()[1:])[:70]}"
+    return f"pid {process.pid}"
+
+
 def reap(grace: float = 5) -> list[str]:
     """Stop every orphan (SIGTERM, then SIGKILL after ``grace`` seconds); returns what was stopped."""
     found = orphans()
     stopped = []
     for process in found:
         with contextlib.suppress(psutil.Error):
-            stopped.append(f"{process.name()} (pid {process.pid})")
+            stopped.append(describe(process))
             process.terminate()
     _, alive = psutil.wait_procs(found, timeout=grace)
     for process in alive:
