@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -238,3 +239,41 @@ def test_an_idle_background_server_ends_itself_and_its_ui_calls_its_own_port(tmp
         assert local_server.project_processes(layout) == [], "the server ended with its watchdog"
     finally:
         local_server.stop(layout)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("removed", ["environment", "home"])
+def test_the_watchdog_ends_its_server_when_the_environment_or_home_is_deleted(tmp_path: Path, removed: str) -> None:
+    """The watchdog with a stand-in server (a copy of a script, as the venv's prefect is): deleting that
+    executable (a deleted venv) or the home (a deleted checkout) ends both within a check interval."""
+    home, server = tmp_path / "home", tmp_path / "venv" / "prefect"
+    home.mkdir()
+    server.parent.mkdir()
+    started = tmp_path / "started"
+    server.write_text(f"#!{sys.executable}\nimport time\nopen({str(started)!r}, 'w').close()\ntime.sleep(120)\n")
+    server.chmod(0o755)
+    command = [sys.executable, "-m", "heart_pipeline.operations.server_watchdog", "--home", str(home)]
+    command += [
+        "--api-url",
+        "http://127.0.0.1:1/api",
+        "--idle-minutes",
+        "60",
+        "--check-seconds",
+        "0.5",
+        "--",
+        str(server),
+    ]
+    watchdog = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:  # the stand-in has read its script
+            time.sleep(0.1)
+        (child,) = psutil.Process(watchdog.pid).children()
+        shutil.rmtree(server.parent if removed == "environment" else home)
+        assert watchdog.wait(timeout=30) == 0
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        expected = f"{server} missing" if removed == "environment" else f"home {home} is gone"
+        assert expected in (watchdog.stderr.read() if watchdog.stderr else "")
+    finally:
+        watchdog.kill()
+        watchdog.wait()
