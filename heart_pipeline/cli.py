@@ -71,8 +71,23 @@ def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable
                 local_server.wait_ready(server)  # and the crashed-run automation exists on it
                 updates[PREFECT_API_URL] = server.api_url
             settings_scope.enter_context(temporary_settings(updates=updates))
+            _close_runs_of_killed_flow_runs(settings.tracking_uri, server.api_url if server else None)
 
         yield ready
+
+
+def _close_runs_of_killed_flow_runs(tracking_uri: str, api_url: str | None) -> None:
+    """MLflow runs a killed flow run left RUNNING, closed once Prefect has marked that run ended."""
+    from heart_pipeline.operations import doctor, preflight
+
+    api_url = api_url or preflight.configured_prefect_api()
+    if api_url:
+        for run in doctor.close_runs_of_ended_flow_runs(tracking_uri, api_url):
+            print(
+                f"heart-pipeline: ended MLflow run {run.run_id} ({run.name}) as KILLED: its flow run "
+                f"{run.flow_run_id} had ended without closing it",
+                file=sys.stderr,
+            )
 
 
 # Where this process's flow call is, for the SIGTERM line: "not started", "running" or "finished".

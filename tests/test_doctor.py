@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from heart_pipeline.operations import doctor
 from heart_pipeline.operations.doctor import UNDECIDED, close_flow_run_records, diagnose, summary
 from heart_pipeline.tracking.registry import DECISION_TAG, FLOW_RUN_TAG, ensure_experiment
 
@@ -76,3 +77,21 @@ def test_doctor_lists_a_fresh_failure_and_speaks_to_people(store_with_leftovers:
     assert "latest failed or killed runs: 1" in text and "just-failed" in text and "failed-flow-run" in text
     fixed = summary(diagnose(store_with_leftovers, MODEL, fix=True, min_age_minutes=0))
     assert "runs ended as KILLED (started over 0 min ago): 1" in fixed and "nothing to fix" in fixed
+
+
+def test_the_next_run_closes_mlflow_runs_of_flow_runs_that_ended(
+    store_with_leftovers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RUNNING MLflow run whose flow run Prefect shows Crashed is ended; one whose flow run still runs,
+    or that this server does not know, is left alone."""
+    client = mlflow.MlflowClient(store_with_leftovers)
+    experiment = client.get_experiment_by_name("heart-disease").experiment_id
+    client.create_run(experiment, tags={FLOW_RUN_TAG: "still-running-flow-run"}, run_name="busy")
+    client.create_run(experiment, tags={FLOW_RUN_TAG: "unknown-flow-run"}, run_name="elsewhere")
+    states = {"dead-flow-run": "CRASHED", "still-running-flow-run": "RUNNING"}
+    monkeypatch.setattr(doctor, "flow_run_state", lambda _api, flow_run_id: states.get(flow_run_id))
+    closed = doctor.close_runs_of_ended_flow_runs(store_with_leftovers, "http://prefect.invalid/api")
+    assert [run.flow_run_id for run in closed] == ["dead-flow-run"]
+    assert client.get_run(closed[0].run_id).info.status == "KILLED"
+    left = {r["flow_run_id"] for r in diagnose(store_with_leftovers, MODEL, min_age_minutes=0)["runs_stuck_in_running"]}
+    assert left == {"still-running-flow-run", "unknown-flow-run"}

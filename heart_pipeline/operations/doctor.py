@@ -146,6 +146,43 @@ def diagnose(
     }
 
 
+ENDED_FLOW_RUN_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def flow_run_state(api_url: str, flow_run_id: str) -> str | None:
+    """The state type of a flow run on the Prefect server at ``api_url``; None if it does not know it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=5) as response:
+            return str(json.load(response).get("state_type"))
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+
+
+def close_runs_of_ended_flow_runs(tracking_uri: str, api_url: str) -> list[StuckRun]:
+    """End as KILLED the MLflow runs still RUNNING whose flow run has ended on the server at ``api_url``.
+
+    A SIGKILLed flow run cannot end its MLflow runs; once Prefect marks it Crashed (the zombie
+    automation), the next CLI run closes them, whatever their age. Runs of flow runs this server does
+    not know (another server's, or none) are left to ``doctor``."""
+    import mlflow
+
+    from heart_pipeline.tracking.registry import tracking_store
+
+    with tracking_store(tracking_uri):
+        client = mlflow.MlflowClient(tracking_uri)
+        ended = [
+            run
+            for run in running_runs(client)
+            if run.flow_run_id and flow_run_state(api_url, run.flow_run_id) in ENDED_FLOW_RUN_STATES
+        ]
+        end_runs(client, ended)
+    return ended
+
+
 def _run_line(run: dict[str, Any]) -> str:
     flow_run = f", flow run {run['flow_run_id']}" if run["flow_run_id"] else ""
     where = f"{run['experiment']}, run {run['run_id']}{flow_run}"
