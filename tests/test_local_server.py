@@ -242,10 +242,10 @@ def test_an_idle_background_server_ends_itself_and_its_ui_calls_its_own_port(tmp
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("removed", ["environment", "home"])
+@pytest.mark.parametrize("removed", ["environment", "home", "nothing, SIGTERM"])
 def test_the_watchdog_ends_its_server_when_the_environment_or_home_is_deleted(tmp_path: Path, removed: str) -> None:
-    """The watchdog with a stand-in server (a copy of a script, as the venv's prefect is): deleting that
-    executable (a deleted venv) or the home (a deleted checkout) ends both within a check interval."""
+    """The watchdog with a stand-in server (a script, as the venv's prefect is): deleting that executable
+    (a deleted venv) or the home (a deleted checkout) ends both within a check interval; SIGTERM ends both."""
     home, server = tmp_path / "home", tmp_path / "venv" / "prefect"
     home.mkdir()
     server.parent.mkdir()
@@ -269,11 +269,15 @@ def test_the_watchdog_ends_its_server_when_the_environment_or_home_is_deleted(tm
         while not started.exists() and time.monotonic() < deadline:  # the stand-in has read its script
             time.sleep(0.1)
         (child,) = psutil.Process(watchdog.pid).children()
-        shutil.rmtree(server.parent if removed == "environment" else home)
-        assert watchdog.wait(timeout=30) == 0
+        if removed == "nothing, SIGTERM":
+            watchdog.terminate()  # what `stop` does first: the server gets it too
+            assert watchdog.wait(timeout=30) != 0
+        else:
+            shutil.rmtree(server.parent if removed == "environment" else home)
+            assert watchdog.wait(timeout=30) == 0
+            expected = f"{server} missing" if removed == "environment" else f"home {home} is gone"
+            assert expected in (watchdog.stderr.read() if watchdog.stderr else "")
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-        expected = f"{server} missing" if removed == "environment" else f"home {home} is gone"
-        assert expected in (watchdog.stderr.read() if watchdog.stderr else "")
     finally:
         watchdog.kill()
         watchdog.wait()

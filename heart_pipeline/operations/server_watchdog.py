@@ -93,8 +93,10 @@ def _end(server: subprocess.Popen[bytes], grace: float = 15) -> None:
 def watch_server(watch: Watch, command: list[str], check_seconds: float) -> int:
     """Run the server until it exits, is told to stop (SIGTERM, SIGINT), or ``reason_to_end`` says so."""
     server = subprocess.Popen(command)
-    signal.signal(signal.SIGTERM, lambda *_: _end(server))
-    signal.signal(signal.SIGINT, lambda *_: _end(server))
+    # Only pass the signal on: the loop below returns once the server has exited (waiting inside a
+    # handler could deadlock on Popen's wait lock); `stop` SIGKILLs the tree if it does not.
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    signal.signal(signal.SIGINT, lambda *_: server.terminate())
     answered = False
     last_activity = time.time()
     while True:
