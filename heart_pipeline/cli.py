@@ -73,7 +73,13 @@ def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable
             settings_scope.enter_context(temporary_settings(updates=updates))
             _close_runs_of_killed_flow_runs(settings.tracking_uri, server.api_url if server else None)
 
-        yield ready
+        try:
+            yield ready
+        except Exception:
+            # A database that broke while the server ran shows as HTTP 503s; its log names the cause.
+            if server is not None and (corrupt := local_server.corruption_message(server.layout)):
+                raise local_server.LocalServerError(corrupt) from None
+            raise
 
 
 def _close_runs_of_killed_flow_runs(tracking_uri: str, api_url: str | None) -> None:
@@ -199,9 +205,12 @@ def _convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_config
     from heart_pipeline.operations import local_server, stack
 
     layout = stack.default_layout(args.prefect_port, args.mlflow_port)
+    # The CLI's background server is the one of the config its runs used (prefect.local_server_home).
+    background = local_server.default_layout(load_config(_absolute(args.config)))
     if args.action == "up":
         print(
             f"Starting the stack: Prefect :{layout.prefect_port}, MLflow :{layout.mlflow_port} "
@@ -219,13 +228,13 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     # `down` and `status` act on the ports and folders `up` recorded, whatever the defaults are now.
     layout = stack.recorded_layout(layout)
     if args.action == "down":
-        return {"stopped": [*stack.down(layout), *local_server.stop()]}
+        return {"stopped": [*stack.down(layout), *local_server.stop(background)]}
     if args.action == "reset-local":
-        return {"done": local_server.reset()}
+        return {"done": local_server.reset(background)}
     report = stack.status(layout)
     for service, state in report.items():
         print(f"{service:15} {state}")
-    found = local_server.running()
+    found = local_server.running(background)
     # The background server of `heart-pipeline train` is not part of the stack: reported, not required.
     print(f"{'(background prefect-server for CLI runs)':15} {f'running at {found.api_url}' if found else 'stopped'}")
     if not stack.status_ok(report):
@@ -346,6 +355,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
             ),
             (("--prefect-port",), {"type": int, "help": "default 4200 (or $PREFECT_PORT)"}),
             (("--mlflow-port",), {"type": int, "help": "default 5000 (or $MLFLOW_PORT)"}),
+            (("--config",), {"help": "config YAML whose background server down/status/reset-local act on"}),
         ],
     ),
 }

@@ -183,6 +183,41 @@ def test_cli_on_a_corrupt_background_database_says_one_line(tmp_path: Path, clea
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert str(database) in last and "is corrupt" in last and "stack reset-local" in last
+    reset = subprocess.run(
+        [str(BIN / "heart-pipeline"), "stack", "reset-local", "--config", str(config)],
+        env=cli_without_server(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reset.returncode == 0 and reset.stdout.startswith(f"moved {database} to "), reset.stdout + reset.stderr
+    assert not database.exists()
+
+
+@pytest.mark.e2e
+def test_a_database_that_broke_while_the_server_ran_is_named_on_the_next_call(tmp_path: Path) -> None:
+    """A server that answers /health but whose log shows SQLite corruption is not adopted: the call gets the
+    one line instead of minutes of HTTP 503 retries. The server here is a stand-in answering /api/health."""
+    _, layout = private_server(tmp_path)
+    (tmp_path / "www" / "api").mkdir(parents=True)
+    (tmp_path / "www" / "api" / "health").write_text("true")
+    port = layout.prefect_port
+    stand_in = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path / "www")],
+        env={**os.environ, stack.MARKER: str(layout.state_dir)},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        layout.state_dir.mkdir(parents=True)
+        local_server._write_record(layout.state_dir, local_server.Record(stand_in.pid, port, 0, "ready", 0))
+        assert local_server._answers(layout.prefect_api_url, within=20)
+        assert local_server.start(layout).pid == stand_in.pid, "a healthy server is adopted"
+        layout.log_file("prefect-server").write_text("sqlite3.DatabaseError: database disk image is malformed\n")
+        with pytest.raises(local_server.LocalServerError, match=r"prefect\.db is corrupt"):
+            local_server.start(layout)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
 
 
 def test_a_starting_server_is_waited_for_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,7 @@ DATABASE = "prefect.db"
 START_TIMEOUT_SECONDS = 180.0  # a starting server is waited for this long before it counts as wedged
 PROBE_SECONDS = 10.0  # a recorded, ready server gets this long to answer before it is replaced
 CHECK_SECONDS_MAX = 30.0  # the watchdog looks at least this often (more often for short idle times)
+LOG_TAIL_BYTES = 256 * 1024  # how much of the server's log is searched for signs of corruption
 CORRUPTION_SIGNS = ("database disk image is malformed", "file is not a database", "malformed database schema")
 
 
@@ -173,6 +174,8 @@ def _adoptable(layout: stack.StackLayout, record: Record | None) -> LocalServer 
         _write_record(layout.state_dir, replace(record, last_used=time.time()))
         return found  # still starting: wait_ready waits for it, nobody replaces it
     if _answers(found.api_url, within=PROBE_SECONDS):
+        if message := corruption_message(layout):  # its database broke while it ran: every call would fail
+            raise LocalServerError(message)
         record = replace(record, last_used=time.time())
         _write_record(layout.state_dir, record)
         if record.state != "ready":
@@ -303,13 +306,20 @@ def check_database(path: Path) -> None:
 def corrupt_database_line(path: Path, reason: str) -> str:
     return (
         f"the background Prefect server's database {path} is corrupt ({reason.splitlines()[0][:80]}); "
-        f"`heart-pipeline stack reset-local` moves it aside (it holds only the CLI's Prefect run history)"
+        "`heart-pipeline stack reset-local` (with the run's --config, if any) moves it aside; it holds only "
+        "the CLI's Prefect run history"
     )
 
 
 def corruption_message(layout: stack.StackLayout) -> str | None:
-    """The one-line corruption message if the server's log shows SQLite corruption, else None."""
-    tail = stack._tail(layout.log_file(SERVICE), lines=200)
+    """The one-line corruption message if the server's log (its own: each start sets the previous one
+    aside) shows SQLite corruption in its last ``LOG_TAIL_BYTES``, else None."""
+    try:
+        with layout.log_file(SERVICE).open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
     sign = next((s for s in CORRUPTION_SIGNS if s in tail), None)
     return corrupt_database_line(layout.prefect_home / DATABASE, sign) if sign else None
 
