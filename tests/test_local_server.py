@@ -69,7 +69,7 @@ def test_four_concurrent_first_calls_share_one_server_whose_ui_calls_its_own_por
             subprocess.Popen(command, env=cli_without_server(), stderr=subprocess.PIPE, text=True) for _ in range(4)
         ]
         errors = [call.communicate(timeout=400)[1] for call in calls]
-        assert [call.returncode for call in calls] == [0, 0, 0, 0], [e.strip().splitlines()[-3:] for e in errors]
+        assert [call.returncode for call in calls] == [0, 0, 0, 0], [e.strip().splitlines()[-1] for e in errors]
         record = local_server.read_record(layout.state_dir)
         assert record is not None and record.state == "ready" and record.port == layout.prefect_port
         assert [p.pid for p in local_server.project_processes(layout)] == [record.pid], "one server, the recorded one"
