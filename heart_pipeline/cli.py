@@ -36,9 +36,12 @@ def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable
     Prefect's own ``temporary_settings`` for the block, and into the environment for child processes.
     """
     from heart_pipeline.config import load_config
-    from heart_pipeline.operations import local_server, preflight
+    from heart_pipeline.operations import local_server, orphans, preflight
     from heart_pipeline.operations.runtime import quiet_console
 
+    for orphan in orphans.reap():  # workers a killed run left behind; then this run's children carry its mark
+        print(f"heart-pipeline: stopped {orphan}, left behind by a killed run", file=sys.stderr)
+    orphans.mark_this_process()
     settings = load_config(config)
     preflight.check_before_run(settings.tracking_uri)  # the store, and the Prefect API when one is set
     server = None
@@ -46,7 +49,7 @@ def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable
         data_path = settings.resolve(data or settings.data.path)
         if data is not None or data_path.exists():  # an absent default file is written by the load step
             preflight.check_data_file(data_path, settings.data.max_memory_mb)
-        server = local_server.use_for_this_process()
+        server = local_server.use_for_this_process(settings)
     quiet_console()
     if server is not None and server.started_now:
         print(
@@ -57,15 +60,53 @@ def _flow_environment(config: str | None, data: str | None) -> Iterator[Callable
     with ExitStack() as settings_scope:
 
         def ready() -> None:
-            """Call once the flow is imported (the server starts meanwhile), right before calling it."""
-            if server is None:
-                return
-            local_server.wait_ready(server)
+            """Call once the flow is imported (the server starts meanwhile), right before calling it.
+            The flow run sends heartbeats, so the crashed-run automation (on the stack's server and on
+            the background one) marks it Crashed if this process is killed."""
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
-            settings_scope.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+            from heart_pipeline.operations.zombies import heartbeat_settings
 
-        yield ready
+            updates: dict[Any, Any] = heartbeat_settings()
+            if server is not None:
+                local_server.wait_ready(server)  # and the crashed-run automation exists on it
+                updates[PREFECT_API_URL] = server.api_url
+            settings_scope.enter_context(temporary_settings(updates=updates))
+            _close_runs_of_killed_flow_runs(settings.tracking_uri, server.api_url if server else None)
+
+        try:
+            yield ready
+        except Exception:
+            # A database that broke while the server ran shows as HTTP 503s; its log names the cause.
+            if server is not None and (corrupt := local_server.corruption_message(server.layout)):
+                raise local_server.LocalServerError(corrupt) from None
+            raise
+
+
+def _close_runs_of_killed_flow_runs(tracking_uri: str, api_url: str | None) -> None:
+    """MLflow runs a killed flow run left RUNNING, closed once Prefect has marked that run ended."""
+    from heart_pipeline.operations import doctor, preflight
+
+    api_url = api_url or preflight.configured_prefect_api()
+    if api_url:
+        for run in doctor.close_runs_of_ended_flow_runs(tracking_uri, api_url):
+            print(
+                f"heart-pipeline: ended MLflow run {run.run_id} ({run.name}) as KILLED: its flow run "
+                f"{run.flow_run_id} had ended without closing it",
+                file=sys.stderr,
+            )
+
+
+# Where this process's flow call is, for the SIGTERM line: "not started", "running" or "finished".
+_flow_phase = ["not started"]
+
+
+def _call_flow(flow: Callable[..., dict[str, Any]], **parameters: Any) -> dict[str, Any]:
+    """Call ``flow``, noting when it runs and when it has returned (its final state is then recorded)."""
+    _flow_phase[0] = "running"
+    result = flow(**parameters)
+    _flow_phase[0] = "finished"
+    return result
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,7 +114,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         from heart_pipeline.flows.training import heart_training
 
         ready()
-        return heart_training(
+        return _call_flow(
+            heart_training,
             data_path=_absolute(args.data),
             config_path=_absolute(args.config),
             models=args.models,
@@ -88,8 +130,11 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
         from heart_pipeline.flows.data_quality import heart_data_quality
 
         ready()
-        return heart_data_quality(
-            data_path=_absolute(args.data), config_path=_absolute(args.config), disease_label=args.disease_label
+        return _call_flow(
+            heart_data_quality,
+            data_path=_absolute(args.data),
+            config_path=_absolute(args.config),
+            disease_label=args.disease_label,
         )
 
 
@@ -98,8 +143,11 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         from heart_pipeline.flows.batch_scoring import heart_batch_scoring
 
         ready()
-        return heart_batch_scoring(
-            data_path=str(_absolute(args.data)), out_path=_absolute(args.out), config_path=_absolute(args.config)
+        return _call_flow(
+            heart_batch_scoring,
+            data_path=str(_absolute(args.data)),
+            out_path=_absolute(args.out),
+            config_path=_absolute(args.config),
         )
 
 
@@ -176,9 +224,12 @@ def _convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
+    from heart_pipeline.config import load_config
     from heart_pipeline.operations import local_server, stack
 
     layout = stack.default_layout(args.prefect_port, args.mlflow_port)
+    # The CLI's background server is the one of the config its runs used (prefect.local_server_home).
+    background = local_server.default_layout(load_config(_absolute(args.config)))
     if args.action == "up":
         print(
             f"Starting the stack: Prefect :{layout.prefect_port}, MLflow :{layout.mlflow_port} "
@@ -196,11 +247,13 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     # `down` and `status` act on the ports and folders `up` recorded, whatever the defaults are now.
     layout = stack.recorded_layout(layout)
     if args.action == "down":
-        return {"stopped": [*stack.down(layout), *local_server.stop()]}
+        return {"stopped": [*stack.down(layout), *local_server.stop(background)]}
+    if args.action == "reset-local":
+        return {"done": local_server.reset(background)}
     report = stack.status(layout)
     for service, state in report.items():
         print(f"{service:15} {state}")
-    found = local_server.running()
+    found = local_server.running(background)
     # The background server of `heart-pipeline train` is not part of the stack: reported, not required.
     print(f"{'(background prefect-server for CLI runs)':15} {f'running at {found.api_url}' if found else 'stopped'}")
     if not stack.status_ok(report):
@@ -301,7 +354,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
         ],
     ),
     "doctor": (
-        "list MLflow runs stuck in RUNNING and model versions without a promotion decision",
+        "list MLflow runs stuck in RUNNING, model versions without a promotion decision, and the latest failed runs",
         _doctor,
         [
             (("--fix",), {"action": "store_true", "help": "end those runs as KILLED and tag those versions"}),
@@ -310,8 +363,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
                 {
                     "type": float,
                     "metavar": "MINUTES",
-                    "help": "only records at least this old (younger ones may belong to a flow still running; "
-                    "default 30)",
+                    "help": "only RUNNING runs and undecided versions at least this old (younger ones may belong "
+                    "to a flow still running; default 30); failed runs are listed whatever their age",
                 },
             ),
             CONFIG_OPTION,
@@ -321,9 +374,16 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
         "local Prefect server, MLflow server and worker (make up/down/status)",
         _stack,
         [
-            (("action",), {"choices": ["up", "down", "status"]}),
+            (
+                ("action",),
+                {
+                    "choices": ["up", "down", "status", "reset-local"],
+                    "help": "reset-local: stop the CLI's background Prefect server and move its database aside",
+                },
+            ),
             (("--prefect-port",), {"type": int, "help": "default 4200 (or $PREFECT_PORT)"}),
             (("--mlflow-port",), {"type": int, "help": "default 5000 (or $MLFLOW_PORT)"}),
+            (("--config",), {"help": "config YAML whose background server down/status/reset-local act on"}),
         ],
     ),
 }
@@ -366,8 +426,14 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
         return summaries[command](result)
     if command == "card":
         return f"Model card of v{result['version']}: {result['html']} (and {Path(result['markdown']).name})"
+    if command == "doctor":
+        from heart_pipeline.operations.doctor import summary
+
+        return summary(result)
     if command == "rollback":
         return f"{result['registered_model']}@champion: v{result['champion_before']} -> v{result['champion_after']}"
+    if command == "stack" and "done" in result:
+        return "\n".join(result["done"]) or "no background server and no database to reset"
     if command == "stack" and "stopped" in result:
         return "\n".join(f"stopped {service}" for service in result["stopped"]) or "nothing of the stack was running"
     return ""  # contract, stack up/status and serve print as they go
@@ -390,6 +456,16 @@ STOPPED_BY_SIGTERM = (
     "heart-pipeline: stopped by SIGTERM; the flow run in progress is marked Crashed and its open MLflow "
     "runs ended (`heart-pipeline doctor` checks)"
 )
+STOPPED_BY_SIGTERM_AFTER = {
+    "not started": "heart-pipeline: stopped by SIGTERM before any flow run started; nothing was recorded",
+    "finished": "heart-pipeline: stopped by SIGTERM after the flow run had finished; its state in Prefect is "
+    "final, only this summary was cut short",
+}
+
+
+def _sigterm_line() -> str:
+    """What a SIGTERM did, by where the flow call was: only a running flow run is marked Crashed."""
+    return STOPPED_BY_SIGTERM_AFTER.get(_flow_phase[0], STOPPED_BY_SIGTERM)
 
 
 class Terminated(BaseException):
@@ -418,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     from heart_pipeline.errors import PipelineError, shorten
 
     try:
-        result = args.handler(args)
+        _say_result(args, args.handler(args))  # inside: a SIGTERM while summarising is reported too
     except PipelineError as exc:
         _say_last(f"heart-pipeline: error: {exc}")
         return 1
@@ -427,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
         if _is_termination(exc):
-            _say_last(STOPPED_BY_SIGTERM)
+            _say_last(_sigterm_line())
             return 128 + signal.SIGTERM
         reason = shorten(str(exc)) or type(exc).__name__  # a library's message may quote file content
         _say_last(f"heart-pipeline: error: {type(exc).__name__}: {reason}")
@@ -435,13 +511,16 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         if not _is_termination(exc):
             raise
-        _say_last(STOPPED_BY_SIGTERM)
+        _say_last(_sigterm_line())
         return 128 + signal.SIGTERM
+    return 0
+
+
+def _say_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if args.json:
         _say_last(json.dumps(result, indent=2, default=str), to_stdout=True)
     elif summary := human_summary(args.command, result):
         _say_last(summary, to_stdout=True)
-    return 0
 
 
 if __name__ == "__main__":

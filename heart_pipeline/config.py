@@ -179,6 +179,7 @@ class PrefectConfig(_Strict):
     local_server: Literal["background", "ephemeral"]  # without PREFECT_API_URL: reuse one server, or one per call
     local_server_port: int = Field(ge=1, le=65535)
     local_server_home: Path
+    background_server_idle_minutes: float = Field(gt=0)  # the background server ends itself when idle this long
 
 
 class StackConfig(_Strict):

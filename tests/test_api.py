@@ -575,3 +575,12 @@ def test_the_model_card_is_served_offline_for_the_champion_and_any_version(api: 
     assert api.get("/model-card", params={"version": "9999"}).status_code == 404
     assert api.get("/model-card", params={"version": "../x"}).status_code == 422
     assert champion
+
+
+def test_ingest_places_are_taken_atomically(tmp_path: Path) -> None:
+    """Uploads still streaming hold their place: a limit of two admits two, whatever the interleaving."""
+    settings = load_config(write_test_config(tmp_path))
+    jobs = IngestJobs(settings, Retention(keep_last=5, max_age_days=1), max_running=2)
+    assert [jobs.reserve() for _ in range(4)] == [True, True, False, False]
+    jobs.release()
+    assert jobs.reserve() and not jobs.reserve()

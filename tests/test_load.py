@@ -10,6 +10,7 @@ import pytest
 
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.config import load_config, load_settings_and_contract
+from heart_pipeline.data_contract import reading
 from heart_pipeline.data_contract.files import read_input_bytes, write_atomic
 from heart_pipeline.data_contract.importers import provenance_path
 from heart_pipeline.data_contract.reading import ParsedTable, declare_disease_label, parse_heart_table
@@ -126,6 +127,28 @@ def test_row_and_memory_budgets_name_their_config_keys(clean_frame: pd.DataFrame
         _parse(data, max_rows=100)
     with pytest.raises(DataError, match=r"MB budget \(data.max_memory_mb\)"):
         _parse(data, max_memory_bytes=1000)
+
+
+def test_the_memory_budget_is_checked_before_the_whole_table_is_parsed(
+    clean_frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file within the budget whose table is not: refused from a sample, the whole file never parsed."""
+    data = pd.concat([clean_frame] * 200).to_csv(index=False).encode()
+    assert len(data) > 2 * reading.BUDGET_SAMPLE_BYTES
+    parsed_sizes: list[int] = []
+    real_read_csv = pd.read_csv
+
+    def measured_read_csv(source: object, *args: object, **kwargs: object) -> pd.DataFrame:
+        parsed_sizes.append(source.getbuffer().nbytes if hasattr(source, "getbuffer") else -1)  # type: ignore[attr-defined]
+        return real_read_csv(source, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_csv", measured_read_csv)
+    with pytest.raises(
+        DataError, match=r"estimated from its first 1 MB\), above the .* MB budget \(data.max_memory_mb\)"
+    ):
+        _parse(data, max_rows=10**6, max_memory_bytes=int(len(data) * 1.5))
+    assert parsed_sizes and max(parsed_sizes) <= reading.BUDGET_SAMPLE_BYTES
+    assert len(_parse(data, max_rows=10**6, max_memory_bytes=len(data) * 10).frame) == len(clean_frame) * 200
 
 
 @pytest.mark.parametrize("special", ["/proc/self/environ", "/dev/zero", "/proc/self/status"])

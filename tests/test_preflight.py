@@ -96,7 +96,7 @@ def test_background_server_is_started_once_reused_and_stopped(tmp_path: Path) ->
     first = local_server.start(layout)
     try:
         assert first.started_now
-        local_server.wait_ready(first, layout=layout)
+        local_server.wait_ready(first)
         again = local_server.start(layout)
         assert not again.started_now and again.pid == first.pid and again.api_url == first.api_url
         assert local_server.running(layout) is not None
@@ -151,3 +151,18 @@ def test_train_against_unreachable_store_fails_in_seconds(tmp_path: Path, bundle
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists(), "no flow may start before the store is known to answer"
     assert elapsed < 30, f"took {elapsed:.1f}s"
+
+
+@pytest.mark.e2e
+def test_concurrent_first_runs_create_the_tracking_store_once(tmp_path: Path) -> None:
+    """Four processes check a store that does not exist yet at the same moment: one creates it, all pass."""
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    code = f"from heart_pipeline.operations import preflight; preflight.check_before_run({uri!r})"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    calls = [
+        subprocess.Popen([str(BIN / "python"), "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [call.communicate(timeout=300)[1] for call in calls]
+    assert [call.returncode for call in calls] == [0, 0, 0, 0], [e.strip().splitlines()[-1:] for e in errors]
+    preflight.check_tracking_store(uri)  # MLflow's current schema, complete

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
 
+import pytest
+
+from heart_pipeline import cli
 from heart_pipeline.cli import build_parser, human_summary
 from heart_pipeline.errors import DataError
 from heart_pipeline.evidence.render import champion_line, mlflow_ui_command, training_terminal_summary
@@ -71,3 +80,37 @@ def test_json_only_on_request():
     assert human_summary("train", RESULT) == training_terminal_summary(RESULT)
     promoted = {**RESULT["promotion"], "promoted": True, "champion_version_before": None, "reasons": ["floors met"]}
     assert champion_line(promoted) == "heart-disease@champion -> logistic_regression v3 (first champion): floors met"
+
+
+def _terminated_at(phase: str) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    """A command handler that receives SIGTERM before its flow, during it, or after it returned."""
+
+    def flow() -> dict[str, Any]:
+        if phase == "running":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        return {}
+
+    def handler(_args: argparse.Namespace) -> dict[str, Any]:
+        if phase != "not started":
+            cli._call_flow(flow)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return {}
+
+    return handler
+
+
+@pytest.mark.parametrize("phase", ["not started", "running", "finished"])
+def test_the_sigterm_line_claims_a_crash_only_while_a_flow_runs(phase: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(cli.SUBCOMMANDS, "contract", ("help", _terminated_at(phase), []))
+    monkeypatch.setattr(cli, "_flow_phase", ["not started"])
+    monkeypatch.setattr(cli, "_last_words", [])
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["contract"]) == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (line, _), *_ = cli._last_words
+    assert ("marked Crashed" in line) == (phase == "running")
+    assert line == cli.STOPPED_BY_SIGTERM_AFTER.get(phase, cli.STOPPED_BY_SIGTERM)

@@ -123,6 +123,33 @@ def _check_budget(frame: pd.DataFrame, source: str, max_rows: int, max_memory_by
         )
 
 
+# The first this many bytes of a larger CSV are parsed alone to estimate the whole table's memory.
+BUDGET_SAMPLE_BYTES = 2**20
+
+
+def _refuse_estimated_table(data: bytes, source: str, na_values: list[str], max_memory_bytes: int) -> None:
+    """Refuse a CSV whose table would exceed the budget, before it is decoded and parsed whole.
+
+    A parsed table takes several times its file's bytes (a two-character code becomes an 8-byte
+    integer), so checking the parsed frame let a 2 GB file peak at 8.5 GB first. The estimate scales the
+    memory of the first ``BUDGET_SAMPLE_BYTES`` (whole lines) to the file's size; files that small are
+    parsed and measured as they are."""
+    cut = data.rfind(b"\n", 0, BUDGET_SAMPLE_BYTES) + 1
+    if len(data) <= BUDGET_SAMPLE_BYTES or cut <= 0:
+        return
+    try:
+        sample = pd.read_csv(io.BytesIO(data[:cut]), encoding="utf-8-sig", na_values=na_values, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+        return  # the full parse names what is wrong with the file
+    estimate = int(sample.memory_usage(deep=True).sum() / cut * len(data))
+    if estimate > max_memory_bytes:
+        raise DataError(
+            f"{source}: the table would need about {estimate / 2**20:,.0f} MB in memory (estimated from its "
+            f"first {BUDGET_SAMPLE_BYTES / 2**20:g} MB), above the {max_memory_bytes / 2**20:,.0f} MB budget "
+            "(data.max_memory_mb)"
+        )
+
+
 def _parse_parquet(data: bytes, source: str, max_rows: int) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -150,6 +177,7 @@ def parse_heart_table(
         _check_budget(frame, source, max_rows, max_memory_bytes)
         truncated = _truncate_long_cells(frame)
         return ParsedTable(frame, list(range(1, len(frame) + 1)), "parquet", truncated)
+    _refuse_estimated_table(data, source, na_values, max_memory_bytes)
     try:
         text = data.decode("utf-8-sig")  # the original project's file starts with a BOM
     except UnicodeDecodeError as exc:

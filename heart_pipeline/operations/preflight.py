@@ -9,6 +9,7 @@ check here takes at most ``PROBE_TIMEOUT_SECONDS`` and its error names the store
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import re
@@ -16,7 +17,8 @@ import socket
 import sqlite3
 import urllib.error
 import urllib.request
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -164,11 +166,41 @@ def configured_prefect_api() -> str | None:
     return get_current_settings().api.url
 
 
+@contextmanager
+def _creation_lock(path: Path) -> Iterator[None]:
+    """One process at a time checks (and, when absent, creates) the SQLite store at ``path``.
+
+    Concurrent first calls on a fresh checkout otherwise all run MLflow's schema migrations on the
+    same new file, and all but one fail ("duplicate column name: step"). A folder that cannot hold
+    the lock file is left to the check, which names the problem."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.with_name(f".{path.name}.lock").open("w")
+    except OSError:
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def check_before_run(tracking_uri: str) -> None:
     """Everything a command needs from outside, checked in seconds; the first problem raises.
 
     The store first: its check needs no Prefect import, which alone takes seconds on a busy machine.
+    An absent SQLite store is created here, under a lock, so that concurrent first runs share it.
     """
-    check_tracking_store(tracking_uri)
+    if tracking_uri.startswith(SQLITE_PREFIX):
+        path = Path(tracking_uri[len(SQLITE_PREFIX) :])
+        with _creation_lock(path):
+            check_tracking_store(tracking_uri)
+            if not path.exists() or path.stat().st_size == 0:
+                import mlflow
+
+                mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates and migrates it
+    else:
+        check_tracking_store(tracking_uri)
     if prefect_api := configured_prefect_api():
         check_prefect_api(prefect_api)

@@ -26,6 +26,7 @@ import psutil
 
 from heart_pipeline.config import PROJECT_ROOT, load_config
 from heart_pipeline.errors import PipelineError
+from heart_pipeline.operations.orphans import RUN_MARKER
 from heart_pipeline.operations.zombies import ensure_zombie_automation, heartbeat_env
 
 BIN = Path(sys.executable).parent
@@ -148,6 +149,7 @@ def _base_env(layout: StackLayout) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_PROFILE", None)
+    env.pop(RUN_MARKER, None)  # servers outlive the CLI call that starts them: not its orphans
     return env
 
 

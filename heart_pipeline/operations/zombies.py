@@ -10,6 +10,7 @@ flows"). Without it a killed run stays Running forever.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,14 @@ AUTOMATION_NAME = "heart-pipeline: crash zombie flow runs"
 def heartbeat_env() -> dict[str, str]:
     """The environment that makes flow-run processes send heartbeats often enough for the automation."""
     return {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+
+
+def heartbeat_settings() -> dict[str, int]:
+    """The same for a flow called in this process (the CLI): Prefect's setting, for ``temporary_settings``.
+    A heartbeat frequency the user set (PREFECT_FLOWS_HEARTBEAT_FREQUENCY) is kept."""
+    if os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+        return {}
+    return {"flows.heartbeat_frequency": HEARTBEAT_SECONDS}
 
 
 def zombie_automation() -> object:

@@ -82,6 +82,7 @@ class IngestJobs:
         self.retention = retention
         self.max_running = max_running
         self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.reserved = 0  # places taken by uploads still streaming in, not yet started
         self.lock = threading.Lock()
 
     def job_dir(self, job_id: str) -> Path | None:
@@ -123,6 +124,7 @@ class IngestJobs:
         process = subprocess.Popen(runner, stdin=subprocess.DEVNULL, start_new_session=True)
         with self.lock:
             self.running[job_id] = process
+            self.reserved = max(0, self.reserved - 1)  # the reservation becomes this running check
         return state
 
     def _reap(self) -> None:
@@ -131,10 +133,22 @@ class IngestJobs:
                 if process.poll() is not None:
                     del self.running[job_id]
 
-    def busy(self) -> bool:
+    def reserve(self) -> bool:
+        """Take one of the ``max_running`` places, checked and counted in one step, or return False.
+
+        An upload streams in before its check starts; counting only started checks let four uploads
+        pass a limit of two. ``start`` turns the reservation into a running check; ``release`` gives
+        it back when the upload is refused."""
         self._reap()
         with self.lock:
-            return len(self.running) >= self.max_running
+            if len(self.running) + self.reserved >= self.max_running:
+                return False
+            self.reserved += 1
+            return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.reserved = max(0, self.reserved - 1)
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         """The job's state, and once it ended, the check's result (passed) or its one-line reason."""

@@ -193,16 +193,20 @@ def ingest_router(state: ApiState) -> APIRouter:
         """Upload a CSV (the request body, text/csv). It is streamed to disk and checked against the data
         contract by a background `heart-pipeline validate`; the answer is at once, with the job's status
         URL. Needs the bearer token. Old uploads are deleted by the `api.ingest` retention rule."""
-        if jobs.busy():
+        if not jobs.reserve():
             raise HTTPException(
                 status_code=429,
                 detail=f"{limits.max_running_jobs} checks are running; try again later",
                 headers={"Retry-After": "30"},
             )
-        job_id, size = await jobs.store(request.stream())
-        if size == 0:
-            jobs.discard(job_id)
-            raise HTTPException(status_code=422, detail="the request body must be a CSV file")
+        try:
+            job_id, size = await jobs.store(request.stream())
+            if size == 0:
+                jobs.discard(job_id)
+                raise HTTPException(status_code=422, detail="the request body must be a CSV file")
+        except BaseException:
+            jobs.release()
+            raise
         started = jobs.start(job_id)
         removed = jobs.enforce_retention()
         return {
