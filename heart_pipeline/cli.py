@@ -102,6 +102,21 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         )
 
 
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    with _flow_environment(args.config, args.data[0]) as ready:
+        from heart_pipeline.flows.external_validation import heart_external_validation
+
+        ready()
+        return heart_external_validation(
+            data_paths=[str(_absolute(path)) for path in args.data],
+            version=args.version,
+            alias=args.alias,
+            sites=args.site,
+            config_path=_absolute(args.config),
+            disease_label=args.disease_label,
+        )
+
+
 def _rollback(args: argparse.Namespace) -> dict[str, Any]:
     from heart_pipeline.config import load_config
     from heart_pipeline.tracking.registry import rollback_champion
@@ -251,6 +266,21 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
             CONFIG_OPTION,
         ],
     ),
+    "evaluate": (
+        "external validation: a registered model on other sites' labelled files, one comparison table",
+        _evaluate,
+        [
+            (
+                ("--data",),
+                {"required": True, "action": "append", "help": "a labelled CSV from a site (repeat for several)"},
+            ),
+            (("--version",), {"help": "the model version to validate (default: the one --alias points at)"}),
+            (("--alias",), {"help": "a registered alias, default champion"}),
+            (("--site",), {"action": "append", "help": "the site's name, once per --data (default: the file name)"}),
+            CONFIG_OPTION,
+            DISEASE_LABEL_OPTION,
+        ],
+    ),
     "rollback": (
         "move @champion back to the version it replaced",
         _rollback,
@@ -333,6 +363,7 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
         "train": render.training_terminal_summary,
         "validate": render.validation_terminal_summary,
         "score": render.scoring_terminal_summary,
+        "evaluate": render.external_terminal_summary,
     }
     if command in summaries:
         return summaries[command](result)

@@ -52,11 +52,20 @@ def test_reprocessed_whitespace_variant_with_minus_nine(ours: pd.DataFrame) -> N
     assert converted.provenance["missing_cells_after_conversion"] == {"ca": 4, "thal": 2}
 
 
-def test_implausible_values_are_kept_for_the_gate(ours: pd.DataFrame) -> None:
-    """Switzerland's chol 0 means 'not measured'; the importer must not hide that from the gate."""
-    swiss = ours.assign(chol=0)
+def test_not_measured_placeholders_become_missing_and_are_counted(ours: pd.DataFrame) -> None:
+    """Switzerland's chol 0 means 'not measured' (the codebook's not_measured): missing, and said so."""
+    swiss = ours.assign(chol=0, trestbps=ours["trestbps"].where(ours.index % 10 != 0, 0))
     converted = convert("uci", _uci_text(swiss, ",", "?"), "switzerland.data", BOOK)
-    assert (converted.frame["chol"] == 0).all()
+    assert converted.frame["chol"].isna().all()
+    assert int(converted.frame["trestbps"].isna().sum()) == 31
+    assert converted.provenance["placeholders_read_as_missing"] == {"chol": 303, "trestbps": 31}
+
+
+def test_implausible_values_are_kept_for_the_gate(ours: pd.DataFrame) -> None:
+    """A value that is not a declared placeholder (chol 50) is kept: the gate judges it."""
+    odd = ours.assign(chol=ours["chol"].where(ours.index != 5, 50))
+    converted = convert("uci", _uci_text(odd, ",", "?"), "odd.data", BOOK)
+    assert int(converted.frame["chol"].iloc[5]) == 50
 
 
 def test_kaggle_target_is_inverted_and_placeholders_become_missing(ours: pd.DataFrame) -> None:

@@ -3,8 +3,9 @@
 Pure functions: bytes in, a frame and a provenance record out; the CLI (`heart-pipeline convert`)
 does the reading and the atomic writing. Every code and missing-value marker is translated with
 the mapping in the codebook (great_expectations/codebook.yaml), nothing else: values that are
-implausible but valid in the source coding (Switzerland's chol 0, a site's mostly-missing ca) are
-kept as they are, so the data gate reports them instead of the importer hiding them. A code that
+implausible but valid in the source coding are kept as they are, so the data gate reports them
+instead of the importer hiding them; only the codebook's "not measured" placeholders (``not_measured``:
+Switzerland's chol 0) become missing, counted in the provenance record. A code that
 the source coding does not have stops the conversion, naming the column, code and lines: guessing
 its meaning could turn a wrong code into a valid-looking one.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.caching import fingerprint_bytes
-from heart_pipeline.data_contract.codebook import Codebook, ForeignCoding
+from heart_pipeline.data_contract.codebook import Codebook, ForeignCoding, placeholders_to_missing
 from heart_pipeline.data_contract.files import read_input_bytes, write_atomic
 from heart_pipeline.errors import DataError, cell
 
@@ -144,7 +145,8 @@ def _missing_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 def _finish(table: _Table, coding: ForeignCoding, data: bytes, source: str, book: Codebook, fmt: str) -> Converted:
     numbers = _numbers(table, source)
-    frame = _integers_where_whole(_recode(numbers, coding, table.lines, source))
+    recoded, placeholders = placeholders_to_missing(_recode(numbers, coding, table.lines, source), book.not_measured)
+    frame = _integers_where_whole(recoded)
     target = coding.target_column(book.label_column)
     provenance = {
         "source_file": source,
@@ -160,6 +162,7 @@ def _finish(table: _Table, coding: ForeignCoding, data: bytes, source: str, book
         "codebook_label": book.label_tag,
         "label_definition": book.label_definition,
         "rows": len(frame),
+        "placeholders_read_as_missing": placeholders,
         "missing_cells_after_conversion": _missing_counts(frame),
         "not_changed": "values are converted, never corrected: the data gate judges them",
     }
@@ -273,6 +276,22 @@ def describe_provenance(path: Path, fingerprint: str) -> str:
     if record.get("output_sha256") != fingerprint:
         return f"file {path} ({sidecar.name} describes other content, ignored)"
     return f"file {path}, {line}"
+
+
+def converted_with(path: Path, fingerprint: str) -> str | None:
+    """The importer that wrote exactly these bytes (``fingerprint``) at ``path``, per its provenance
+    sidecar; None when there is no sidecar, it is unreadable, or it describes other content. Such a
+    file is in the project's coding by construction, so the coding check has nothing to find in it."""
+    sidecar = provenance_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        record = json.loads(read_input_bytes(sidecar, 2**20, "provenance record size"))
+    except (DataError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("output_sha256") != fingerprint:
+        return None
+    return str(record.get("format") or "") or None
 
 
 def from_ours(frame: pd.DataFrame, coding: ForeignCoding) -> pd.DataFrame:

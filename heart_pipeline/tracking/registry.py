@@ -293,6 +293,36 @@ def champion_version(tracking_uri: str, name: str) -> str:
     return version
 
 
+def alias_version(tracking_uri: str, name: str, alias: str) -> str:
+    """The version ``name@alias`` points at now (one exact version, so every figure names it)."""
+    import mlflow
+
+    if alias == CHAMPION:
+        return champion_version(tracking_uri, name)
+    with tracking_store(tracking_uri):
+        try:
+            return str(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(name, alias).version)
+        except mlflow.exceptions.MlflowException:
+            raise PipelineError(f"no model '{name}@{alias}' in {tracking_uri}; give --version N instead") from None
+
+
+VALIDATION_SITES_TAG = "validation.sites"
+
+
+def record_validation_tags(tracking_uri: str, name: str, version: str, site: str, tags: dict[str, str]) -> None:
+    """Tag a version with one site's external-validation figures and add the site to ``validation.sites``
+    (a comma-separated list of every site the version was validated on)."""
+    import mlflow
+
+    with tracking_store(tracking_uri):
+        client = mlflow.MlflowClient(tracking_uri)
+        current = client.get_model_version(name, version).tags.get(VALIDATION_SITES_TAG, "")
+        sites = [s for s in current.split(",") if s]
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(name, version, VALIDATION_SITES_TAG, ",".join(dict.fromkeys([*sites, site])))
+
+
 def predict_with_threshold(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels from one pass through the pipeline.
 
