@@ -20,13 +20,12 @@ from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
 from heart_pipeline.tasks.external import (
     SiteContext,
     evaluate_site_task,
-    gate_for_site,
     load_model_task,
-    load_site_task,
     log_external_run_task,
     site_name,
     site_slug,
 )
+from heart_pipeline.tasks.score import gate_for_file, load_for_scoring_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 from heart_pipeline.tracking.registry import FLOW_RUN_TAG
 
@@ -63,8 +62,8 @@ def heart_external_validation(
     records = []
     for path, site in zip(data_paths, names, strict=True):
         out_dir = run_dir / site_slug(site)
-        dataset, site_labels = load_site_task(settings.resolve(path), settings, contract.columns)
-        validated = validate_dataset_task(dataset, gate_for_site(gate, dataset), settings.validation)
+        dataset, site_labels = load_for_scoring_task(settings.resolve(path), settings, contract.columns)
+        validated = validate_dataset_task(dataset, gate_for_file(gate, dataset), settings.validation)
         report = apply_gate_task(save_validation_task(validated, dataset.path, out_dir / "validation"))
         context = SiteContext(site, report, chosen, dataset.placeholders_read_as_missing, site_labels)
         record = evaluate_site_task(model, validated.kept, context, settings, out_dir)

@@ -173,6 +173,8 @@ class ScoringResult:
     rows_scored: int
     model_version: str
     copied_to: str | None
+    imputed_shares: dict[str, float] = field(default_factory=dict)  # per column the model reads
+    warnings: list[str] = field(default_factory=list)  # "ca imputed for 99% of rows: ..."
 
     @property
     def where(self) -> Path:

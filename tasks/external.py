@@ -19,8 +19,6 @@ import pandas as pd
 from prefect import task
 
 from heart_pipeline.config import Settings, load_codebook_for
-from heart_pipeline.data_contract.contract import Contract, without_coding_check
-from heart_pipeline.data_contract.recorded import imputation_warnings, imputed_shares
 from heart_pipeline.errors import PipelineError
 from heart_pipeline.evidence.external import (
     HEADLINE_METRICS,
@@ -39,8 +37,7 @@ from heart_pipeline.evidence.subgroups import (
 )
 from heart_pipeline.operations.runtime import retry_unless_pipeline_error
 from heart_pipeline.results import ExternalValidation, SubgroupResult, ValidationReport
-from heart_pipeline.tasks.load import Dataset, load_dataset, read_placeholders_as_missing, split_off_column
-from heart_pipeline.tasks.preprocess import imputed_with
+from heart_pipeline.tasks.score import imputation_report
 from heart_pipeline.tracking.registry import (
     CHAMPION,
     alias_version,
@@ -80,13 +77,6 @@ def site_slug(site: str) -> str:
 
 def site_name(data_path: str, given: str | None) -> str:
     return given or Path(data_path).stem
-
-
-def columns_used(model: Any) -> list[str]:
-    """The raw columns the fitted pipeline reads (a column it was trained without is not among them)."""
-    pipeline = getattr(model, "estimator_", model)
-    preprocess = pipeline.named_steps["preprocess"]
-    return [str(c) for name, _, columns in preprocess.transformers_ if name != "remainder" for c in columns]
 
 
 def subgroup_settings(settings: Settings, seed: int) -> SubgroupSettings:
@@ -131,10 +121,10 @@ def evaluate_site(
     sites = context.sites
     frame = kept if sites is None else kept.assign(**{site_column: sites.reindex(kept.index).to_numpy()})
     subgroups = subgroups_of(frame, y, proba, threshold, settings, seed)
-    shares = imputed_shares(kept, columns_used(model))
+    shares, imputation = imputation_report(model, kept, settings)
     floor = settings.promotion.floors.get("test_recall", 0.0)
     warnings = [
-        *imputation_warnings(shares, settings.evaluation.mostly_imputed_share, imputed_with(settings.features)),
+        *imputation,
         *site_floor_warning(context.site, metrics, floor),
         *subgroup_warnings(subgroups),
     ]
@@ -269,34 +259,6 @@ def log_external_run(
         validation_tags(logged),
     )
     return logged
-
-
-def load_site(path: Path, settings: Settings, columns: list[str]) -> tuple[Dataset, pd.Series | None]:
-    """A labelled site file read for scoring: its optional site column split off (indexed by file line),
-    and the codebook's "not measured" placeholders (chol 0) read as missing."""
-    dataset, sites = split_off_column(load_dataset(path, settings, columns), settings.evaluation.site_column)
-    return read_placeholders_as_missing(dataset, load_codebook_for(settings).not_measured), sites
-
-
-@task(name="load-site", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_pipeline_error)
-def load_site_task(path: Path, settings: Settings, columns: list[str]) -> tuple[Dataset, pd.Series | None]:
-    from prefect import get_run_logger
-
-    dataset, sites = load_site(path, settings, columns)
-    get_run_logger().info(
-        "Loaded %s: %d rows, sha256 %s; site column: %s; placeholders read as missing: %s",
-        dataset.path,
-        len(dataset.raw.frame),
-        dataset.fingerprint[:12],
-        "none" if sites is None else sorted({str(v) for v in sites.dropna().unique()}),
-        dataset.placeholders_read_as_missing or "none",
-    )
-    return dataset, sites
-
-
-def gate_for_site(contract: Contract, dataset: Dataset) -> Contract:
-    """The gate a site file runs: without the coding check when the project's importer wrote it."""
-    return without_coding_check(contract) if dataset.converted_with else contract
 
 
 def choose_version(settings: Settings, version: str | None, alias: str | None) -> str:

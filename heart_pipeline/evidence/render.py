@@ -208,6 +208,7 @@ def scoring_terminal_summary(result: Mapping[str, Any]) -> str:
     ]
     if result.get("quarantine_path"):
         lines.append(f"Quarantine: {result['quarantine_path']}")
+    lines += [f"  warning: {w}" for w in result.get("warnings") or []]
     return "\n".join(lines)
 
 
@@ -259,6 +260,7 @@ def scoring_summary_markdown(result: Mapping[str, Any]) -> str:
         f"# heart-batch-scoring: {result.get('rows_scored')} of {result.get('rows_in')} patients scored\n\n"
         f"Model `{result.get('registered_model')}` version **{result.get('model_version')}** (@champion at "
         f"scoring time); {result.get('rows_quarantined')} rows quarantined by the data contract.\n\n"
+        + "".join(f"- **warning**: {markdown_cell(w)}\n" for w in result.get("warnings") or [])
         + "".join(f"- {label}: `{path}`\n" for label, path in where if path)
     )
 
