@@ -79,6 +79,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             disease_label=args.disease_label,
             dask_address=args.dask,
+            exclude_columns=args.without,
         )
 
 
@@ -236,6 +237,15 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
             (("--models",), {"nargs": "+", "choices": list(ALGORITHMS)}),
             (("--seed",), {"type": int, "help": "split and CV seed (default: split.seed in the config)"}),
             DISEASE_LABEL_OPTION,
+            (
+                ("--without",),
+                {
+                    "action": "append",
+                    "metavar": "COL",
+                    "help": "train without this feature (repeatable), e.g. a column a site never records; "
+                    "adds to training.exclude_columns and is tagged on the version",
+                },
+            ),
             (
                 ("--dask",),
                 {

@@ -256,6 +256,18 @@ class Settings(_Strict):
             raise ConfigError(f"--disease-label must be 0 or 1, got {code!r}") from None
         return self.model_copy(update={"data": data})
 
+    def without_columns(self, columns: list[str] | None) -> Settings:
+        """These settings with ``columns`` added to training.exclude_columns (``train --without COL``)."""
+        if not columns:
+            return self
+        excluded = list(dict.fromkeys([*self.training.exclude_columns, *columns]))
+        try:
+            return Settings.model_validate(
+                {**self.model_dump(), "training": {**self.training.model_dump(), "exclude_columns": excluded}}
+            )
+        except ValidationError as exc:
+            raise ConfigError("; ".join(str(e["msg"]) for e in exc.errors())) from None
+
     def hyperparameters(self, algorithm: str) -> dict[str, Any]:
         return dict(getattr(self.models, algorithm).model_dump())
 

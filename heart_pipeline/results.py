@@ -108,6 +108,8 @@ class Evaluation:
     cv_scores: dict[str, list[float]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)  # kind -> PNG path, written by the task wrapper
     metrics_csv: str = ""
+    subgroups: list[SubgroupResult] = field(default_factory=list)  # the held-out rows by sex and age band
+    subgroup_files: list[str] = field(default_factory=list)  # subgroups.json, .csv, .md
 
 
 @dataclass(frozen=True)

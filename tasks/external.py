@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from heart_pipeline.config import Settings, load_codebook_for
+from heart_pipeline.config import Settings
 from heart_pipeline.errors import PipelineError
 from heart_pipeline.evidence.external import (
     HEADLINE_METRICS,
@@ -27,16 +27,12 @@ from heart_pipeline.evidence.external import (
     threshold_grid,
 )
 from heart_pipeline.evidence.plots import PLOT_FILES, calibration_figure, decision_curve_figure, png_bytes, roc_figure
-from heart_pipeline.evidence.stats import BOOTSTRAP_RESAMPLES
 from heart_pipeline.evidence.subgroups import (
-    SubgroupSettings,
-    group_labels,
-    subgroup_frame,
-    subgroup_table,
     subgroup_warnings,
 )
 from heart_pipeline.operations.runtime import retry_unless_pipeline_error
-from heart_pipeline.results import ExternalValidation, SubgroupResult, ValidationReport
+from heart_pipeline.results import ExternalValidation, ValidationReport
+from heart_pipeline.tasks.evaluate import subgroups_of, write_subgroups
 from heart_pipeline.tasks.score import imputation_report
 from heart_pipeline.tracking.registry import (
     CHAMPION,
@@ -77,21 +73,6 @@ def site_slug(site: str) -> str:
 
 def site_name(data_path: str, given: str | None) -> str:
     return given or Path(data_path).stem
-
-
-def subgroup_settings(settings: Settings, seed: int) -> SubgroupSettings:
-    floor = settings.promotion.floors.get("test_recall", 0.0)
-    return SubgroupSettings(settings.evaluation.min_group_rows, floor, seed, BOOTSTRAP_RESAMPLES)
-
-
-def subgroups_of(
-    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, threshold: float, settings: Settings, seed: int
-) -> list[SubgroupResult]:
-    """The subgroup table of scored rows (sex, age band, and site when ``frame`` has the site column):
-    the one call the internal test evaluation and external validation share."""
-    sex = load_codebook_for(settings).columns["sex"].codes
-    labels = group_labels(frame, settings.evaluation.age_bands, sex, settings.evaluation.site_column)
-    return subgroup_table(labels, y, proba, threshold, subgroup_settings(settings, seed))
 
 
 def site_floor_warning(site: str, metrics: dict[str, float], floor: float) -> list[str]:
@@ -193,18 +174,6 @@ def write_site_outputs(
     final = replace(record, predictions_path=str(out_dir / "predictions.csv"), plots=plots)
     (out_dir / "external_validation.json").write_text(record_json(final), encoding="utf-8")
     return final
-
-
-def write_subgroups(rows: list[SubgroupResult], out_dir: Path) -> list[Path]:
-    """``subgroups.json`` (every figure), ``subgroups.csv`` and ``subgroups.md`` (readable)."""
-    from heart_pipeline.evidence.render import subgroup_markdown
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "subgroups.json", out_dir / "subgroups.csv", out_dir / "subgroups.md"]
-    paths[0].write_text(json.dumps([asdict(r) for r in rows], indent=2, default=_plain), encoding="utf-8")
-    subgroup_frame(rows).to_csv(paths[1], index=False)
-    paths[2].write_text(subgroup_markdown(rows), encoding="utf-8")
-    return paths
 
 
 def validation_tags(record: ExternalValidation) -> dict[str, str]:

@@ -160,7 +160,8 @@ def preprocess_task(kept: pd.DataFrame, settings: Settings, seed: int, out_dir: 
     from prefect import get_run_logger
 
     prepared = prepare_training_data(kept, settings.data.target, settings.split.test_size, seed)
-    write_training_exports(prepared, settings.features, settings.data.target, out_dir, settings.outputs.export_format)
+    groups = without(settings.features, settings.training.exclude_columns)
+    write_training_exports(prepared, groups, settings.data.target, out_dir, settings.outputs.export_format)
     get_run_logger().info(
         "Preprocessed %d rows: %d duplicates removed, %d train / %d test; exports in %s",
         prepared.rows_in,

@@ -131,6 +131,24 @@ def tolerating_unrecorded(contract: Contract, target: str) -> Contract:
     return replace(relaxed, reference=contract.reference)
 
 
+def without_columns(contract: Contract, columns: list[str]) -> Contract:
+    """The training contract for models trained without ``columns`` (training.exclude_columns): the
+    file still has them, but no rule judges their values, so a column a site never records stops
+    nothing; the coding check no longer looks at them either."""
+    if not columns:
+        return contract
+    expectations = []
+    for exp in contract.raw["expectations"]:
+        kwargs = exp["kwargs"]
+        if kwargs.get("column") in columns:
+            continue
+        if exp["type"] == CODING_RULE:
+            exp = {**exp, "kwargs": {**kwargs, "columns": [c for c in kwargs["columns"] if c not in columns]}}
+        expectations.append(exp)
+    trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_without", "expectations": expectations})
+    return replace(trimmed, reference=contract.reference)
+
+
 def without_coding_check(contract: Contract) -> Contract:
     """The contract without the foreign-coding check: for a file the project's own importer wrote
     (its provenance sidecar matches its bytes), whose codes are ours by construction. Another

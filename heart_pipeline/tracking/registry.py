@@ -42,6 +42,7 @@ ROLLED_BACK_TAG = "promotion.rolled_back"
 CONTENT_KEY_TAG = "content_key"
 CODEBOOK_TAG = "codebook.version"
 LABEL_TAG = "label.definition"
+EXCLUDED_TAG = "training.excluded_columns"  # features the version was trained without ("none")
 ROW_HASHES_ARTIFACT = "registry/training_row_hashes.txt"
 # The registry's write lease (see ``registry_lease``): a holder that died is presumed gone after this.
 LEASE_SUFFIX = ".lease"
