@@ -306,7 +306,15 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
         "rewrite a UCI or Kaggle heart file in the project's codebook, with a provenance record",
         _convert,
         [
-            (("--from",), {"dest": "fmt", "required": True, "choices": ["uci", "kaggle"], "help": "the file's format"}),
+            (
+                ("--from",),
+                {
+                    "dest": "fmt",
+                    "required": True,
+                    "choices": ["uci", "kaggle", "uci-text"],
+                    "help": "the file's format",
+                },
+            ),
             (("input",), {"metavar": "IN", "help": "the file to convert"}),
             (("--out",), {"required": True, "help": "the CSV to write (and OUT.provenance.json beside it)"}),
             CONFIG_OPTION,

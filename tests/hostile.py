@@ -228,7 +228,8 @@ MEANING_CASES = [
     HostileCase(
         "near-empty-column",
         _meaning("near-empty", lambda f: f.assign(ca=f["ca"].where(f.index < 3))),
-        "column 'ca' is 99.0% missing",
+        "train without them (--without ca), or score or evaluate this file, which impute them: "
+        "1 column not recorded: ca 99% missing",
     ),
     HostileCase(
         "constant-column",

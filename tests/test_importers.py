@@ -90,10 +90,11 @@ def test_unknown_code_stops_naming_column_code_and_line(ours: pd.DataFrame) -> N
 @pytest.mark.parametrize(
     ("fmt", "content", "message"),
     [
-        ("uci", b"age,sex,cp\n1,2,3\n", "has a header row"),
-        ("uci", b"63.0,1.0,1.0\n", "has 14 columns"),
+        ("uci", b"age,sex,cp\n1,2,3\n", "a different dataset, .* shares 3 of 14 columns \\(age, sex, cp\\)"),
+        ("uci", b"63.0,1.0,1.0\n", "line 1 has 3 fields where UCI's .* has 14"),
         ("uci", b"63.0,1.0,x" + b"y" * 5000 + b",1,1,1,1,1,1,1,1,1,1,1\n", "column cp is not a number"),
-        ("kaggle", b"63,1,1\n", "is not Kaggle's"),
+        ("kaggle", b"63,1,1\n", "use --from uci: the first line is all numbers"),
+        ("kaggle", b"name,price\nx,1\n", "a different dataset"),
         ("kaggle", b"age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal,target\n", "no data"),
     ],
 )

@@ -52,7 +52,7 @@ def logistic_recalibration(x: np.ndarray, y: np.ndarray, weights: np.ndarray) ->
     design = np.column_stack([np.ones_like(x), x])
     beta = np.zeros(2)
     for _ in range(NEWTON_STEPS):
-        mu = 1 / (1 + np.exp(-(design @ beta)))
+        mu = 0.5 * (1 + np.tanh(design @ beta / 2))  # the logistic function, without overflow
         gradient = design.T @ (weights * (y - mu))
         information = (design * (weights * mu * (1 - mu))[:, None]).T @ design
         try:
