@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
-from heart_pipeline.config import CrossValidationConfig, Settings, load_codebook_for
+from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.evidence.plots import PLOT_FILES, model_figures, png_bytes
 from heart_pipeline.evidence.render import subgroup_markdown
 from heart_pipeline.evidence.stats import (
@@ -98,17 +98,13 @@ def held_out_probabilities(trained: TrainedModel, prepared: PreparedData) -> np.
 
 
 def evaluate_model(
-    trained: TrainedModel,
-    prepared: PreparedData,
-    proba: np.ndarray,
-    cv: CrossValidationConfig,
-    seed: int,
-    settings: Settings | None = None,
+    trained: TrainedModel, prepared: PreparedData, proba: np.ndarray, settings: Settings, seed: int
 ) -> Evaluation:
     """Test-set metrics at the model's threshold, and repeated-CV metrics with corrected intervals on the
-    training rows (the same folds for every model)."""
+    training rows (the same folds for every model), and the held-out rows' subgroup table (sex, age band)."""
     metrics = held_out_metrics(prepared.y_test.to_numpy(), proba, trained.threshold)
     metrics.update(bootstrap_intervals(prepared.y_test.to_numpy(), proba, trained.threshold, seed))
+    cv = settings.cross_validation
     cv_metrics, cv_scores = cross_validated_metrics(
         trained.model, prepared.x_train, prepared.y_train, cv.n_splits, cv.n_repeats, seed
     )
@@ -117,7 +113,7 @@ def evaluate_model(
         train_proba = trained.model.predict_proba(prepared.x_train)[:, 1]
     metrics["train_roc_auc"] = float(roc_auc_score(prepared.y_train, train_proba))
     y_test = prepared.y_test.to_numpy()
-    groups = [] if settings is None else subgroups_of(prepared.x_test, y_test, proba, trained.threshold, settings, seed)
+    groups = subgroups_of(prepared.x_test, y_test, proba, trained.threshold, settings, seed)
     return Evaluation(trained.name, metrics, trained.threshold, trained.threshold_note, cv_scores, subgroups=groups)
 
 
@@ -151,7 +147,7 @@ def evaluate_model_task(
 
     proba = held_out_probabilities(trained, prepared)
     with parallel_work(settings.compute.n_jobs, dask_address):
-        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed, settings)
+        evaluation = evaluate_model(trained, prepared, proba, settings, seed)
     figures = model_figures(
         trained.model,
         prepared.x_test,

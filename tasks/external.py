@@ -26,7 +26,13 @@ from heart_pipeline.evidence.external import (
     metrics_with_intervals,
     threshold_grid,
 )
-from heart_pipeline.evidence.plots import PLOT_FILES, calibration_figure, decision_curve_figure, png_bytes, roc_figure
+from heart_pipeline.evidence.plots import (
+    EXTERNAL_PLOT_FILES,
+    calibration_figure,
+    decision_curve_figure,
+    png_bytes,
+    roc_figure,
+)
 from heart_pipeline.evidence.subgroups import (
     subgroup_warnings,
 )
@@ -47,8 +53,6 @@ from heart_pipeline.tracking.registry import (
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-EXTERNAL_PLOTS = ("roc_curve", "calibration", "decision_curve")
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ def write_site_outputs(
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     plots = {}
     for kind, figure in figures.items():
-        path = out_dir / PLOT_FILES[kind]
+        path = out_dir / EXTERNAL_PLOT_FILES[kind]
         path.write_bytes(png_bytes(figure))
         plots[kind] = str(path)
     write_subgroups(record.subgroups, out_dir)

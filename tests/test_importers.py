@@ -11,6 +11,7 @@ from heart_pipeline.cli import main
 from heart_pipeline.config import PROJECT_ROOT, default_codebook
 from heart_pipeline.data_contract.importers import convert, convert_bundled_default, from_ours, provenance_path
 from heart_pipeline.errors import DataError
+from tests.sites import uci_lines, uci_text
 
 BUNDLED = PROJECT_ROOT / "data" / "processed.cleveland.data"
 BOOK = default_codebook()
@@ -129,3 +130,73 @@ def test_bundled_default_is_converted_with_provenance(tmp_path: Path, ours: pd.D
     assert "processed.cleveland.data" in line and "num>0" in line
     assert len(pd.read_csv(out)) == 303
     assert json.loads(provenance_path(out).read_text())["rows"] == 303
+
+
+UCI_HEADER = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
+UCI_HEADER += ["slope", "ca", "thal", "num"]
+
+
+@pytest.mark.parametrize(
+    ("sep", "missing", "header"),
+    [
+        (",", "?", UCI_HEADER),
+        (";", "?", None),
+        (";", "?", [f"col{i}" for i in range(13)] + ["target"]),
+        (" ", "-9", UCI_HEADER),
+    ],
+)
+def test_uci_reads_header_lines_and_separators(ours: pd.DataFrame, sep: str, missing: str, header: list | None) -> None:
+    converted = convert("uci", uci_lines(ours, sep, missing, header), "copy.data", BOOK)
+    pd.testing.assert_frame_equal(converted.frame, ours)
+    assert ("header line" in converted.provenance["variant"]) == (header is not None)
+
+
+def test_uci_text_reads_words_and_keeps_the_site(ours: pd.DataFrame) -> None:
+    converted = convert("uci-text", uci_text(ours, ["Cleveland", "Hungary", "VA Long Beach"]), "uci.csv", BOOK)
+    pd.testing.assert_frame_equal(converted.frame.drop(columns="site"), ours)
+    assert converted.frame["site"].tolist()[:3] == ["Cleveland", "Hungary", "VA Long Beach"]
+    assert converted.provenance["sites"] == {"Cleveland": 101, "Hungary": 101, "VA Long Beach": 101}
+
+
+def test_uci_text_unknown_word_names_column_word_and_line(ours: pd.DataFrame) -> None:
+    text = uci_text(ours, ["Cleveland"]).decode().replace("typical angina", "typical-ish", 1).encode()
+    with pytest.raises(DataError, match=r"cp has word\(s\) 'typical-ish' .* at line 2"):
+        convert("uci-text", text, "uci.csv", BOOK)
+
+
+def _kaggle_bytes(ours: pd.DataFrame) -> bytes:
+    return from_ours(ours, BOOK.foreign_coding("kaggle")).astype("Int64", errors="ignore").to_csv(index=False).encode()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "build", "expected"),
+    [
+        # each message names the importer that can read the file, or says none is needed: never a circle
+        ("kaggle", lambda o: o.to_csv(index=False).encode(), "use the file as it is, no conversion: its target"),
+        ("uci", _kaggle_bytes, "use --from kaggle if this is Kaggle's heart.csv"),
+        ("kaggle", lambda o: uci_lines(o, ",", "?", UCI_HEADER), "use --from uci: the header ends in num"),
+        ("kaggle", lambda o: uci_lines(o), "use --from uci: the first line is all numbers"),
+        ("uci", lambda o: uci_text(o, ["A"]), "use --from uci-text"),
+        ("kaggle", lambda o: uci_text(o, ["A"]), "use --from uci-text"),
+        ("uci-text", lambda o: uci_lines(o), "use --from uci: the first line is all numbers"),
+        ("uci", lambda o: b"name;price;qty\nx;1;2\n", "a different dataset, not a heart-disease file"),
+        (
+            "uci",
+            lambda o: uci_lines(o).replace(b"\n", b"\n1,5,", 1),
+            "re-export with '.' as the decimal mark or ';' between fields (a decimal comma splits a value in two): "
+            "line 2 has 16 fields",
+        ),
+    ],
+)
+def test_convert_refuses_with_one_line_naming_the_way_out(
+    ours: pd.DataFrame, tmp_path: Path, fmt: str, build, expected: str
+) -> None:
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_bytes(build(ours))
+    from heart_pipeline import cli
+
+    assert main(["convert", "--from", fmt, str(source), "--out", str(out)]) == 1
+    last, _ = cli._last_words.pop()  # printed last, at exit (after Prefect's own lines)
+    assert last.startswith(f"heart-pipeline: error: {source}: ") and expected in last, last
+    assert len(last) < 600
+    assert not out.exists() and not provenance_path(out).exists(), "nothing is written"

@@ -90,7 +90,7 @@ def test_every_plot_is_drawn_with_the_same_file_names_and_shuffling_noise_is_uni
     mean, _ = permutation_importance(model, x, y, seed=0)
     assert mean[0] > 0.1 > abs(mean[1])
     figures = model_figures(model, x, y, "logistic_regression", {}, default_codebook(), seed=0)
-    assert set(figures) == set(PLOT_FILES) - {"decision_curve"}  # drawn by external validation
+    assert set(figures) == set(PLOT_FILES)
     for figure in figures.values():
         assert png_bytes(figure)[:8] == b"\x89PNG\r\n\x1a\n"
     title = figures["confusion_matrix"].axes[0].get_title()

@@ -31,6 +31,11 @@ PLOT_FILES = {
     "calibration": "calibration.png",
     "permutation_importance": "permutation_importance.png",
     "odds_ratios": "odds_ratios.png",
+}
+# External validation draws the same ROC and calibration plots and a decision curve.
+EXTERNAL_PLOT_FILES = {
+    "roc_curve": PLOT_FILES["roc_curve"],
+    "calibration": PLOT_FILES["calibration"],
     "decision_curve": "decision_curve.png",
 }
 FONT_SIZE = 11
