@@ -79,12 +79,12 @@ def site_name(data_path: str, given: str | None) -> str:
     return given or Path(data_path).stem
 
 
-def site_floor_warning(site: str, metrics: dict[str, float], floor: float) -> list[str]:
+def site_floor_warning(metrics: dict[str, float], floor: float) -> list[str]:
     sensitivity = metrics["sensitivity"]
     if not sensitivity < floor:
         return []
     return [
-        f"{site}: sensitivity {sensitivity:.2f} [{metrics['sensitivity_ci95_low']:.2f}, "
+        f"sensitivity over the whole site {sensitivity:.2f} [{metrics['sensitivity_ci95_low']:.2f}, "
         f"{metrics['sensitivity_ci95_high']:.2f}] is below the promotion floor {floor:.2f} "
         f"(promotion.floors.test_recall): the model misses {1 - sensitivity:.0%} of patients with disease here"
     ]
@@ -110,7 +110,7 @@ def evaluate_site(
     floor = settings.promotion.floors.get("test_recall", 0.0)
     warnings = [
         *imputation,
-        *site_floor_warning(context.site, metrics, floor),
+        *site_floor_warning(metrics, floor),
         *subgroup_warnings(subgroups),
     ]
     report = context.report

@@ -87,6 +87,13 @@ def test_decision_curve_against_treat_all_and_none() -> None:
     assert point["treat_all"] == pytest.approx((3 - 5) / 8) and point["treat_none"] == 0.0
 
 
+def test_a_threshold_of_one_gives_no_net_benefit_but_every_other_figure() -> None:
+    """Youden's threshold is clipped to [0, 1]: a useless model can get 1.0, where net benefit is undefined."""
+    y = np.array([0, 1] * 30)
+    m = point_metrics(y, np.full(60, 0.5), 1.0)
+    assert np.isnan(m["net_benefit"]) and m["sensitivity"] == 0.0 and m["roc_auc"] == 0.5
+
+
 def test_subgroups_say_too_small_and_warn_below_the_floor() -> None:
     rng = np.random.default_rng(0)
     n = 200

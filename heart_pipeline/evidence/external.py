@@ -68,8 +68,11 @@ def logistic_recalibration(x: np.ndarray, y: np.ndarray, weights: np.ndarray) ->
 
 
 def net_benefit(tp: float, fp: float, n: float, threshold: float) -> float:
-    """Vickers & Elkin: true positives minus false positives weighted by the odds of the threshold."""
-    return (tp - fp * threshold / (1 - threshold)) / n if n else float("nan")
+    """Vickers & Elkin: true positives minus false positives weighted by the odds of the threshold
+    (undefined, NaN, at a threshold of 0 or 1, where those odds are 0 or infinite)."""
+    if not n or not 0 < threshold < 1:
+        return float("nan")
+    return (tp - fp * threshold / (1 - threshold)) / n
 
 
 class _SortedRows:
