@@ -118,16 +118,19 @@ def split_off_column(dataset: Dataset, column: str) -> tuple[Dataset, pd.Series 
 
 @task(name="load", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_pipeline_error)
 def load_dataset_task(path: Path, settings: Settings, columns: list[str]) -> Dataset:
+    """The file for training and the data-quality check; a site column (evaluation.site_column, as
+    `convert --from uci-text` writes) is set aside: it names where a row came from, not a feature."""
     from prefect import get_run_logger
 
-    dataset = load_dataset(path, settings, columns)
+    dataset, sites = split_off_column(load_dataset(path, settings, columns), settings.evaluation.site_column)
     summary = dataset.summary
     get_run_logger().info(
-        "Loaded %s: %d rows, %d columns, sha256 %s; provenance: %s",
+        "Loaded %s: %d rows, %d columns, sha256 %s; provenance: %s%s",
         summary.path,
         summary.n_rows,
         summary.n_columns,
         summary.fingerprint[:12],
         summary.provenance,
+        "" if sites is None else f"; site column set aside ({sites.nunique()} sites)",
     )
     return dataset
