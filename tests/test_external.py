@@ -208,3 +208,31 @@ class TestExternalValidationFlow:
         assert client.get_model_version("heart-disease", champion["version"]).tags == before
         assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == runs_before
         assert str(client.get_model_version_by_alias("heart-disease", CHAMPION).version) == champion["version"]
+
+
+def test_training_without_a_column_leaves_it_out_of_model_gate_and_key(
+    clean_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`train --without ca`: the pipeline never reads ca, the gate no longer judges it, the version says so."""
+    from heart_pipeline.data_contract.contract import without_columns
+    from heart_pipeline.errors import ConfigError
+    from heart_pipeline.tasks.preprocess import prepare_training_data
+    from heart_pipeline.tasks.register import training_settings
+    from heart_pipeline.tasks.score import columns_used
+    from heart_pipeline.tasks.train import train_model
+
+    settings, contract = load_settings_and_contract(write_test_config(tmp_path))
+    without_ca = settings.without_columns(["ca"])
+    assert without_ca.training.exclude_columns == ["ca"]
+    with pytest.raises(ConfigError, match="not features"):
+        settings.without_columns(["cholesterol"])
+    prepared = prepare_training_data(clean_frame, "target", 0.2, 0)
+    model = train_model("logistic_regression", prepared, without_ca, 0).model
+    assert "ca" not in columns_used(model) and "thal" in columns_used(model)
+    assert training_settings(without_ca, "logistic_regression") != training_settings(settings, "logistic_regression")
+    site = unrecorded_site(clean_frame).assign(chol=clean_frame["chol"], thal=clean_frame["thal"])
+    path = tmp_path / "no-ca.csv"
+    site.to_csv(path, index=False)
+    trimmed = without_columns(contract, ["ca", "slope"])
+    assert not any(rule.column in ("ca", "slope") for rule in trimmed.rules)
+    assert run_gate(path, trimmed).decision != "failed"
