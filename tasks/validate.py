@@ -381,9 +381,10 @@ def combine_not_recorded(critical: list[str], outcomes: list[RuleOutcome], frame
     ``train without them (--without ca --without thal), or score or evaluate this file, which impute
     them: 2 columns not recorded: ca 99%, thal 90% missing``; the other reasons follow."""
     failed = [o for o in outcomes if not o.success and o.severity == "critical" and o.expectation == RECORDED_RULES[0]]
-    if not failed or not len(frame):
-        return critical
+    columns_broken = any(not o.success and o.expectation == COLUMNS_RULE for o in outcomes)
     shares = {str(o.column): float(frame[o.column].isna().mean()) for o in failed if o.column in frame.columns}
+    if columns_broken or not shares or not len(frame):
+        return critical  # an absent column is the columns rule's business, reported alone
     flags = " ".join(f"--without {column}" for column in sorted(shares, key=lambda c: -shares[c]))
     line = f"train without them ({flags}), or score or evaluate this file, which impute them: "
     details = {o.detail for o in failed}
