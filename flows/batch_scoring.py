@@ -1,4 +1,5 @@
-"""heart-batch-scoring: load -> validate (contract minus target rules) -> score with @champion."""
+"""heart-batch-scoring: load -> validate (contract minus target rules; unrecorded columns warned about) ->
+score with @champion, missing values imputed by the model and reported per column."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.data_contract.contract import tolerating_unrecorded
 from heart_pipeline.evidence.render import scoring_summary_markdown
 from heart_pipeline.operations.preflight import check_tracking_store
 from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, scoring_run_name
 from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
-from heart_pipeline.tasks.load import load_dataset_task
-from heart_pipeline.tasks.score import score_patients_task
+from heart_pipeline.tasks.score import gate_for_file, load_for_scoring_task, score_patients_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
 
 
@@ -30,13 +31,15 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     """
     settings, contract = load_settings_and_contract(config_path)
     check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
-    scoring_contract = contract.for_scoring(settings.data.target)
+    scoring_contract = tolerating_unrecorded(contract.for_scoring(settings.data.target), settings.data.target)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
 
-    dataset = load_dataset_task(settings.resolve(data_path), settings, scoring_contract.columns)
+    dataset, _ = load_for_scoring_task(settings.resolve(data_path), settings, scoring_contract.columns)
     tag_flow_run(f"data:{dataset.fingerprint[:8]}")
-    # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal.
-    validated = validate_dataset_task(dataset, scoring_contract, settings.validation, max_invalid_fraction=1.0)
+    # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal; a column
+    # the site does not record is a warning, and its missing values go to the model's imputers.
+    gate = gate_for_file(scoring_contract, dataset)
+    validated = validate_dataset_task(dataset, gate, settings.validation, max_invalid_fraction=1.0)
     report = apply_gate_task(save_validation_task(validated, dataset.path, run_dir / "validation"))
     scored = score_patients_task(
         validated.kept,
@@ -56,6 +59,9 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
         "rows_quarantined": report.rows_quarantined,
         "quarantine_path": report.quarantine_path,
         "model_version": scored.model_version,
+        "placeholders_read_as_missing": dataset.placeholders_read_as_missing,
+        "imputed_shares": scored.imputed_shares,
+        "warnings": scored.warnings,
     }
     create_markdown_artifact(
         key="heart-batch-scoring-summary",

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import Settings, load_settings_and_contract
+from heart_pipeline.data_contract.contract import without_columns
 from heart_pipeline.evidence.render import champion_headline, mlflow_ui_command, training_summary_markdown
 from heart_pipeline.operations.compute import dask_cluster
 from heart_pipeline.operations.preflight import check_tracking_store
@@ -39,16 +40,20 @@ def heart_training(
     config_path: str | None = None,
     disease_label: int | None = None,
     dask_address: str | None = None,
+    exclude_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and register Logistic Regression and Random Forest on a validated CSV.
 
     Defaults come from config/config.yaml: data.path, training.models, split.seed and data.disease_label
     (the file's code for disease: 0 for files coded like Kaggle's heart.csv). With ``dask_address``
     (a scheduler address, or "auto": DASK_SCHEDULER_ADDRESS else a local cluster) the CV folds and the
-    forest's trees run on that Dask cluster.
+    forest's trees run on that Dask cluster. ``exclude_columns`` (with training.exclude_columns): features
+    the models are trained without, e.g. a column a site never records; their values are not judged, and
+    the version is tagged with them (training.excluded_columns).
     """
     settings, contract = load_settings_and_contract(config_path)
-    settings = settings.with_disease_label(disease_label)
+    settings = settings.with_disease_label(disease_label).without_columns(exclude_columns)
+    contract = without_columns(contract, settings.training.exclude_columns)
     check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
     seed = settings.split.seed if seed is None else seed
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-training", flow_run_id())

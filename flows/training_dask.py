@@ -30,6 +30,7 @@ def heart_training_dask(
     config_path: str | None = None,
     disease_label: int | None = None,
     dask_address: str = AUTO,
+    exclude_columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """heart-training on the Dask cluster at ``dask_address`` ("auto": DASK_SCHEDULER_ADDRESS, else local)."""
     return heart_training.fn(
@@ -39,4 +40,5 @@ def heart_training_dask(
         config_path=config_path,
         disease_label=disease_label,
         dask_address=dask_address,
+        exclude_columns=exclude_columns,
     )

@@ -122,6 +122,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             disease_label=args.disease_label,
             dask_address=args.dask,
+            exclude_columns=args.without,
         )
 
 
@@ -148,6 +149,21 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
             data_path=str(_absolute(args.data)),
             out_path=_absolute(args.out),
             config_path=_absolute(args.config),
+        )
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    with _flow_environment(args.config, args.data[0]) as ready:
+        from heart_pipeline.flows.external_validation import heart_external_validation
+
+        ready()
+        return heart_external_validation(
+            data_paths=[str(_absolute(path)) for path in args.data],
+            version=args.version,
+            alias=args.alias,
+            sites=args.site,
+            config_path=_absolute(args.config),
+            disease_label=args.disease_label,
         )
 
 
@@ -294,6 +310,15 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
             (("--seed",), {"type": int, "help": "split and CV seed (default: split.seed in the config)"}),
             DISEASE_LABEL_OPTION,
             (
+                ("--without",),
+                {
+                    "action": "append",
+                    "metavar": "COL",
+                    "help": "train without this feature (repeatable), e.g. a column a site never records; "
+                    "adds to training.exclude_columns and is tagged on the version",
+                },
+            ),
+            (
                 ("--dask",),
                 {
                     "nargs": "?",
@@ -323,6 +348,21 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
             CONFIG_OPTION,
         ],
     ),
+    "evaluate": (
+        "external validation: a registered model on other sites' labelled files, one comparison table",
+        _evaluate,
+        [
+            (
+                ("--data",),
+                {"required": True, "action": "append", "help": "a labelled CSV from a site (repeat for several)"},
+            ),
+            (("--version",), {"help": "the model version to validate (default: the one --alias points at)"}),
+            (("--alias",), {"help": "a registered alias, default champion"}),
+            (("--site",), {"action": "append", "help": "the site's name, once per --data (default: the file name)"}),
+            CONFIG_OPTION,
+            DISEASE_LABEL_OPTION,
+        ],
+    ),
     "rollback": (
         "move @champion back to the version it replaced",
         _rollback,
@@ -347,7 +387,15 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
         "rewrite a UCI or Kaggle heart file in the project's codebook, with a provenance record",
         _convert,
         [
-            (("--from",), {"dest": "fmt", "required": True, "choices": ["uci", "kaggle"], "help": "the file's format"}),
+            (
+                ("--from",),
+                {
+                    "dest": "fmt",
+                    "required": True,
+                    "choices": ["uci", "kaggle", "uci-text"],
+                    "help": "the file's format",
+                },
+            ),
             (("input",), {"metavar": "IN", "help": "the file to convert"}),
             (("--out",), {"required": True, "help": "the CSV to write (and OUT.provenance.json beside it)"}),
             CONFIG_OPTION,
@@ -421,6 +469,7 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
         "train": render.training_terminal_summary,
         "validate": render.validation_terminal_summary,
         "score": render.scoring_terminal_summary,
+        "evaluate": render.external_terminal_summary,
     }
     if command in summaries:
         return summaries[command](result)

@@ -147,6 +147,7 @@ ModelsConfig: type[BaseModel] = create_model(  # type: ignore[call-overload]
 class TrainingConfig(_Strict):
     models: list[str] = Field(min_length=1)
     timeout_seconds: float = Field(gt=0)
+    exclude_columns: list[str]  # features left out of every model (a column a site never records)
 
     @field_validator("models")
     @classmethod
@@ -155,6 +156,29 @@ class TrainingConfig(_Strict):
         if unknown:
             raise ValueError(f"unknown algorithms {unknown}; choose from {list(ALGORITHMS)}")
         return models
+
+
+class DecisionCurveConfig(_Strict):
+    low: float = Field(gt=0, lt=1)
+    high: float = Field(gt=0, lt=1)
+    step: float = Field(gt=0, lt=1)
+
+
+class EvaluationConfig(_Strict):
+    """External validation and the subgroup tables of every evaluation."""
+
+    age_bands: list[float] = Field(min_length=1)
+    min_group_rows: int = Field(ge=2)
+    site_column: str = Field(min_length=1)
+    mostly_imputed_share: float = Field(ge=0, le=1)
+    decision_curve: DecisionCurveConfig
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, edges: list[float]) -> list[float]:
+        if sorted(set(edges)) != edges:
+            raise ValueError(f"age band edges must increase strictly, got {edges}")
+        return edges
 
 
 class MlflowConfig(_Strict):
@@ -205,6 +229,7 @@ class Settings(_Strict):
     compute: ComputeConfig
     mlflow: MlflowConfig
     promotion: PromotionConfig
+    evaluation: EvaluationConfig
     outputs: OutputsConfig
     prefect: PrefectConfig
     stack: StackConfig
@@ -224,6 +249,9 @@ class Settings(_Strict):
         unknown = sorted(set(self.promotion.floors) - known) + sorted({self.promotion.metric} - known)
         if unknown:
             raise ValueError(f"promotion: unknown metrics {unknown}; use {sorted(known)}")
+        not_features = sorted(set(self.training.exclude_columns) - set(columns))
+        if not_features:
+            raise ValueError(f"training.exclude_columns: not features {not_features}; features are {columns}")
         return self
 
     def with_disease_label(self, code: int | None) -> Settings:
@@ -235,6 +263,18 @@ class Settings(_Strict):
         except ValidationError:
             raise ConfigError(f"--disease-label must be 0 or 1, got {code!r}") from None
         return self.model_copy(update={"data": data})
+
+    def without_columns(self, columns: list[str] | None) -> Settings:
+        """These settings with ``columns`` added to training.exclude_columns (``train --without COL``)."""
+        if not columns:
+            return self
+        excluded = list(dict.fromkeys([*self.training.exclude_columns, *columns]))
+        try:
+            return Settings.model_validate(
+                {**self.model_dump(), "training": {**self.training.model_dump(), "exclude_columns": excluded}}
+            )
+        except ValidationError as exc:
+            raise ConfigError("; ".join(str(e["msg"]) for e in exc.errors())) from None
 
     def hyperparameters(self, algorithm: str) -> dict[str, Any]:
         return dict(getattr(self.models, algorithm).model_dump())

@@ -144,6 +144,8 @@ class Evaluation:
     cv_scores: dict[str, list[float]] = field(default_factory=dict)
     plots: dict[str, str] = field(default_factory=dict)  # kind -> PNG path, written by the task wrapper
     metrics_csv: str = ""
+    subgroups: list[SubgroupResult] = field(default_factory=list)  # the held-out rows by sex and age band
+    subgroup_files: list[str] = field(default_factory=list)  # subgroups.json, .csv, .md
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,63 @@ class ScoringResult:
     rows_scored: int
     model_version: str
     copied_to: str | None
+    imputed_shares: dict[str, float] = field(default_factory=dict)  # per column the model reads
+    warnings: list[str] = field(default_factory=list)  # "ca imputed for 99% of rows: ..."
 
     @property
     def where(self) -> Path:
         return Path(self.copied_to or self.predictions_path)
+
+
+@dataclass(frozen=True)
+class SubgroupResult:
+    """One subgroup's figures (``evidence.subgroups``): the same metric names as the whole site.
+
+    ``estimable`` False: too few rows or one class only; ``note`` says which, and ``metrics`` is empty
+    (no number is printed for a group that cannot support one)."""
+
+    attribute: str  # sex | age_band | site
+    group: str  # "female", "50-59", "hungarian"
+    n: int
+    positives: int
+    estimable: bool
+    note: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # <name>, <name>_ci95_low, <name>_ci95_high
+    warning: str | None = None  # sensitivity below the promotion floor (promotion.floors.test_recall)
+
+
+@dataclass(frozen=True)
+class ExternalValidation:
+    """A registered model measured on one site's labelled file (heart-external-validation).
+
+    Field names are stable: the model card and the version's tags read them. ``metrics`` holds every
+    name of ``evidence.external.EXTERNAL_METRICS`` with ``_ci95_low`` / ``_ci95_high``;
+    ``imputed_shares`` the share of scored rows whose value was missing per column (the model's
+    imputers filled them)."""
+
+    site: str
+    data_path: str
+    data_fingerprint: str
+    registered_model: str
+    model_version: str
+    threshold: float
+    n: int  # rows scored (recorded values valid; missing ones imputed)
+    rows_in: int
+    rows_quarantined: int
+    prevalence: float  # observed share with disease among the scored rows
+    metrics: dict[str, float]
+    decision_curve: list[dict[str, float]] = field(default_factory=list)
+    subgroups: list[SubgroupResult] = field(default_factory=list)
+    imputed_shares: dict[str, float] = field(default_factory=dict)
+    placeholders_read_as_missing: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    run_id: str = ""
+    run_url: str = ""
+    predictions_path: str = ""
+    validation_report: str | None = None
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def headline(self, names: tuple[str, ...]) -> dict[str, float]:
+        """``names`` with their intervals, for tags and summary lines."""
+        keys = [k for name in names for k in (name, f"{name}_ci95_low", f"{name}_ci95_high")]
+        return {k: self.metrics[k] for k in keys if k in self.metrics}

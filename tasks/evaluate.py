@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,12 +14,19 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
-from heart_pipeline.config import CrossValidationConfig, Settings, load_codebook_for
+from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.data_contract.files import write_csv_for_people
 from heart_pipeline.evidence.plots import PLOT_FILES, model_figures, png_bytes
-from heart_pipeline.evidence.stats import bootstrap_intervals, corrected_confidence_interval, held_out_metrics
+from heart_pipeline.evidence.render import subgroup_markdown
+from heart_pipeline.evidence.stats import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_intervals,
+    corrected_confidence_interval,
+    held_out_metrics,
+)
+from heart_pipeline.evidence.subgroups import SubgroupSettings, group_labels, subgroup_frame, subgroup_table
 from heart_pipeline.operations.compute import in_tree_order, one_job_inside, parallel_work
-from heart_pipeline.results import Evaluation
+from heart_pipeline.results import Evaluation, SubgroupResult
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tasks.train import TrainedModel
 
@@ -57,18 +65,48 @@ def cross_validated_metrics(
     return metrics, scores
 
 
+def subgroup_settings(settings: Settings, seed: int) -> SubgroupSettings:
+    floor = settings.promotion.floors.get("test_recall", 0.0)
+    return SubgroupSettings(settings.evaluation.min_group_rows, floor, seed, BOOTSTRAP_RESAMPLES)
+
+
+def subgroups_of(
+    frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, threshold: float, settings: Settings, seed: int
+) -> list[SubgroupResult]:
+    """The subgroup table of scored rows (sex, age band, and site when ``frame`` has the site column):
+    the one call the internal test evaluation and external validation share."""
+    sex = load_codebook_for(settings).columns["sex"].codes
+    labels = group_labels(frame, settings.evaluation.age_bands, sex, settings.evaluation.site_column)
+    return subgroup_table(labels, y, proba, threshold, subgroup_settings(settings, seed))
+
+
+def write_subgroups(rows: list[SubgroupResult], out_dir: Path) -> list[Path]:
+    """``subgroups.json`` (every figure), ``subgroups.csv`` and ``subgroups.md`` (readable)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "subgroups.json", out_dir / "subgroups.csv", out_dir / "subgroups.md"]
+    paths[0].write_text(json.dumps([asdict(r) for r in rows], indent=2, default=_json_value), encoding="utf-8")
+    subgroup_frame(rows).to_csv(paths[1], index=False)
+    paths[2].write_text(subgroup_markdown(rows), encoding="utf-8")
+    return paths
+
+
+def _json_value(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
 def held_out_probabilities(trained: TrainedModel, prepared: PreparedData) -> np.ndarray:
     with in_tree_order():
         return trained.model.predict_proba(prepared.x_test)[:, 1]
 
 
 def evaluate_model(
-    trained: TrainedModel, prepared: PreparedData, proba: np.ndarray, cv: CrossValidationConfig, seed: int
+    trained: TrainedModel, prepared: PreparedData, proba: np.ndarray, settings: Settings, seed: int
 ) -> Evaluation:
     """Test-set metrics at the model's threshold, and repeated-CV metrics with corrected intervals on the
-    training rows (the same folds for every model)."""
+    training rows (the same folds for every model), and the held-out rows' subgroup table (sex, age band)."""
     metrics = held_out_metrics(prepared.y_test.to_numpy(), proba, trained.threshold)
     metrics.update(bootstrap_intervals(prepared.y_test.to_numpy(), proba, trained.threshold, seed))
+    cv = settings.cross_validation
     cv_metrics, cv_scores = cross_validated_metrics(
         trained.model, prepared.x_train, prepared.y_train, cv.n_splits, cv.n_repeats, seed
     )
@@ -76,7 +114,9 @@ def evaluate_model(
     with in_tree_order():
         train_proba = trained.model.predict_proba(prepared.x_train)[:, 1]
     metrics["train_roc_auc"] = float(roc_auc_score(prepared.y_train, train_proba))
-    return Evaluation(trained.name, metrics, trained.threshold, trained.threshold_note, cv_scores)
+    y_test = prepared.y_test.to_numpy()
+    groups = subgroups_of(prepared.x_test, y_test, proba, trained.threshold, settings, seed)
+    return Evaluation(trained.name, metrics, trained.threshold, trained.threshold_note, cv_scores, subgroups=groups)
 
 
 def write_evaluation(evaluation: Evaluation, figures: dict[str, Figure], out_dir: Path) -> Evaluation:
@@ -92,7 +132,8 @@ def write_evaluation(evaluation: Evaluation, figures: dict[str, Figure], out_dir
     write_csv_for_people(
         pd.DataFrame([{"model": evaluation.name, "threshold": evaluation.threshold, **evaluation.metrics}]), metrics_csv
     )
-    return replace(evaluation, plots=plots, metrics_csv=str(metrics_csv))
+    subgroup_files = [str(p) for p in write_subgroups(evaluation.subgroups, out_dir)] if evaluation.subgroups else []
+    return replace(evaluation, plots=plots, metrics_csv=str(metrics_csv), subgroup_files=subgroup_files)
 
 
 @task(name="evaluate", task_run_name="evaluate-{trained.name}")
@@ -108,7 +149,7 @@ def evaluate_model_task(
 
     proba = held_out_probabilities(trained, prepared)
     with parallel_work(settings.compute.n_jobs, dask_address):
-        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+        evaluation = evaluate_model(trained, prepared, proba, settings, seed)
     figures = model_figures(
         trained.model,
         prepared.x_test,

@@ -59,8 +59,28 @@ def split_train_test(
     return x_train, x_test, y_train, y_test
 
 
+# What each group's imputer fills a missing value with (build_preprocessor), in words for warnings.
+IMPUTED_WITH = {
+    "numeric": "the training median",
+    "categorical": "the training's most frequent code",
+    "ordinal": "the training's most frequent value",
+    "binary": "the training's most frequent value",
+}
+
+
+def imputed_with(groups: FeatureGroups) -> dict[str, str]:
+    """Per feature, what its imputer puts in place of a missing value."""
+    return {column: IMPUTED_WITH[group] for group in IMPUTED_WITH for column in getattr(groups, group)}
+
+
+def without(groups: FeatureGroups, excluded: list[str]) -> FeatureGroups:
+    """The feature groups minus columns a model is trained without (training.exclude_columns)."""
+    return FeatureGroups(**{g: [c for c in getattr(groups, g) if c not in excluded] for g in IMPUTED_WITH})
+
+
 def build_preprocessor(groups: FeatureGroups) -> ColumnTransformer:
-    """One transformer for the seed's four feature groups; unfitted, so each pipeline fits its own."""
+    """One transformer for the seed's four feature groups; unfitted, so each pipeline fits its own.
+    A column in no group (one the model is trained without) is dropped."""
     return ColumnTransformer(
         transformers=[
             (
@@ -141,7 +161,8 @@ def preprocess_task(kept: pd.DataFrame, settings: Settings, seed: int, out_dir: 
     from prefect import get_run_logger
 
     prepared = prepare_training_data(kept, settings.data.target, settings.split.test_size, seed)
-    write_training_exports(prepared, settings.features, settings.data.target, out_dir, settings.outputs.export_format)
+    groups = without(settings.features, settings.training.exclude_columns)
+    write_training_exports(prepared, groups, settings.data.target, out_dir, settings.outputs.export_format)
     get_run_logger().info(
         "Preprocessed %d rows: %d duplicates removed, %d train / %d test; exports in %s",
         prepared.rows_in,

@@ -27,6 +27,7 @@ from heart_pipeline.tracking.policy import own_numbers
 from heart_pipeline.tracking.registry import (
     CODEBOOK_TAG,
     CONTENT_KEY_TAG,
+    EXCLUDED_TAG,
     HEADLINE,
     LABEL_TAG,
     register_model_version,
@@ -60,6 +61,7 @@ def training_settings(settings: Settings, algorithm: str) -> dict[str, Any]:
         "contract": fingerprint_file(settings.resolve_resource(settings.contract.suite_path)),
         "validation": settings.validation.model_dump(mode="json"),
         "features": settings.features.model_dump(mode="json"),
+        "excluded_columns": settings.training.exclude_columns,
         "split": settings.split.model_dump(mode="json"),
         "cross_validation": settings.cross_validation.model_dump(mode="json"),
         "threshold": settings.threshold.model_dump(mode="json"),
@@ -90,6 +92,7 @@ def registration_tags(
         CODEBOOK_TAG: str(book.version),
         LABEL_TAG: book.label_short,
         "seed": str(seed),
+        EXCLUDED_TAG: ",".join(settings.training.exclude_columns) or "none",
         "training_rows": str(n_train),
         "code.version": code_version()[:16],
         "decision_threshold": f"{evaluation.threshold:.6f}",

@@ -253,6 +253,8 @@ def log_run_contents(
         mlflow.log_artifact(path)
     if evaluation.metrics_csv:
         mlflow.log_artifact(evaluation.metrics_csv, artifact_path="metrics")
+    for path in evaluation.subgroup_files:
+        mlflow.log_artifact(path, artifact_path="subgroups")
     cv = {"threshold": evaluation.threshold, "how_chosen": evaluation.threshold_note, "cv_scores": evaluation.cv_scores}
     mlflow.log_dict(cv, "metrics/cv_scores.json")
     # The full validation report is logged once per flow run (the data-quality run), not per model.

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from heart_pipeline.config import FeatureGroups, Settings, ThresholdConfig
 from heart_pipeline.evidence.algorithms import ALGORITHMS
 from heart_pipeline.operations.compute import one_job_inside, parallel_work
-from heart_pipeline.tasks.preprocess import PreparedData, build_preprocessor
+from heart_pipeline.tasks.preprocess import PreparedData, build_preprocessor, without
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def train_model(name: str, prepared: PreparedData, settings: Settings, seed: int
     """Fit preprocessor + classifier on the training rows, wrapped with its decision threshold so that
     ``predict`` (and so ``mlflow models serve``) labels rows exactly as batch scoring and the API do."""
     params = settings.hyperparameters(name)
-    pipeline = build_model(name, params, settings.features, seed)
+    pipeline = build_model(name, params, without(settings.features, settings.training.exclude_columns), seed)
     x_train, y_train = prepared.x_train, prepared.y_train
     threshold, note = choose_threshold(
         pipeline, x_train, y_train, settings.threshold, settings.cross_validation.n_splits, seed

@@ -16,10 +16,12 @@ from prefect import task
 from heart_pipeline.caching import data_step_cache_policy
 from heart_pipeline.config import ValidationConfig, default_codebook
 from heart_pipeline.data_contract.codebook import Codebook
-from heart_pipeline.data_contract.contract import Contract, load_reference_profile, rule_name
+from heart_pipeline.data_contract.contract import RECORDED_RULES, Contract, load_reference_profile, rule_name
 from heart_pipeline.data_contract.files import write_csv_for_people
 from heart_pipeline.data_contract.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
 from heart_pipeline.data_contract.profile import column_profiles
+from heart_pipeline.data_contract.recorded import not_recorded_summary
+from heart_pipeline.errors import cell
 from heart_pipeline.evidence.render import expectation_table, profile_markdown, rule_check, validation_markdown
 from heart_pipeline.evidence.report_html import render_validation_html, report_html_path
 from heart_pipeline.results import RuleOutcome, ValidationReport
@@ -164,6 +166,12 @@ def _describe_columns(frame: pd.DataFrame, contract: Contract) -> str:
         return f"the file looks ';'-delimited (one column {actual[0][:40]!r}...); the contract expects ','"
     if not missing and not extra:
         return f"columns are out of order: expected {contract.columns}, found {actual}"
+    shared = [c for c in contract.columns if c in actual]
+    if len(shared) * 2 < len(contract.columns):
+        return (
+            f"a different dataset, not a heart-disease file this project reads: it shares {len(shared)} of "
+            f"{len(contract.columns)} columns ({', '.join(shared) or 'none'}); found {cell(','.join(actual), 80)}"
+        )
     parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
     return "columns do not match the contract: " + ", ".join(p for p in parts if p)
 
@@ -370,6 +378,21 @@ def too_many_invalid(outcomes: list[RuleOutcome], rows_in: int, rows_quarantined
     )
 
 
+def combine_not_recorded(critical: list[str], outcomes: list[RuleOutcome], frame: pd.DataFrame) -> list[str]:
+    """Columns a file does not record, stopped by the mostly-missing rule, as one line with the remedy first:
+    ``train without them (--without ca --without thal), or score or evaluate this file, which impute
+    them: 2 columns not recorded: ca 99%, thal 90% missing``; the other reasons follow."""
+    failed = [o for o in outcomes if not o.success and o.severity == "critical" and o.expectation == RECORDED_RULES[0]]
+    columns_broken = any(not o.success and o.expectation == COLUMNS_RULE for o in outcomes)
+    shares = {str(o.column): float(frame[o.column].isna().mean()) for o in failed if o.column in frame.columns}
+    if columns_broken or not shares or not len(frame):
+        return critical  # an absent column is the columns rule's business, reported alone
+    flags = " ".join(f"--without {column}" for column in sorted(shares, key=lambda c: -shares[c]))
+    line = f"train without them ({flags}), or score or evaluate this file, which impute them: "
+    details = {o.detail for o in failed}
+    return [line + not_recorded_summary(shares, 0.0), *(c for c in critical if c not in details)]
+
+
 def min_rows_of(contract: Contract) -> int:
     for rule in contract.rules:
         if rule.type == "expect_table_row_count_to_be_between":
@@ -423,6 +446,7 @@ def validate_frame(
     decision, critical, warnings = decide(
         outcomes, len(frame), rows_quarantined, on_warning, max_invalid_fraction, min_rows_of(contract)
     )
+    critical = combine_not_recorded(critical, outcomes, frame)
     share_in, share_kept = disease_share(frame, contract.label_column), disease_share(kept, contract.label_column)
     balance = class_balance_warning(share_in, share_kept if columns_ok else None, contract.max_disease_share_change)
     warnings = warnings + ([balance] if balance else [])

@@ -94,7 +94,7 @@ def build_candidates(
     for name in settings.training.models:
         trained = train_model(name, prepared, settings, seed)
         proba = held_out_probabilities(trained, prepared)
-        evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, seed)
+        evaluation = evaluate_model(trained, prepared, proba, settings, seed)
         tags = {"prefect.flow_run_id": tag}
         logged = log_model_run(trained, evaluation, dataset.summary, validated.report, prepared, settings, tags)
         tracked.append(register_logged_model(logged, evaluation, prepared, settings, tags))

@@ -153,6 +153,22 @@ def _forty_mb_cell(d: Path, f: pd.DataFrame) -> Path:
     return _csv(d / "huge-cell.csv", g)
 
 
+def _extra_field(d: Path, f: pd.DataFrame) -> Path:
+    """A decimal comma in one row (oldpeak 2,3): 15 fields under a 14-column header."""
+    path = _csv(d / "decimal-comma.csv", f.astype({"oldpeak": "float64"}))
+    lines = path.read_text().splitlines()
+    fields = lines[6].split(",")
+    fields[9] = fields[9].replace(".", ",")
+    lines[6] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _different_dataset(d: Path, f: pd.DataFrame) -> Path:
+    frame = pd.DataFrame({"age": f["age"], "sex": f["sex"], "income": 1000, "city": "x", "score": 1, "group": 2})
+    return _csv(d / "different.csv", frame)
+
+
 CASES = [
     HostileCase("missing-file", _missing, "file not found"),
     HostileCase("directory", _directory, "is a directory"),
@@ -181,6 +197,8 @@ CASES = [
     HostileCase("duplicate-header", _duplicate_header, "column name 'age' appears twice in the header"),
     HostileCase("device-file", _device, "refusing to read it"),
     HostileCase("forty-mb-cell", _forty_mb_cell, "column 'chol' is not numeric"),
+    HostileCase("row-with-extra-field", _extra_field, "re-export with '.' as the decimal mark"),
+    HostileCase("different-dataset", _different_dataset, "a different dataset, not a heart-disease file"),
 ]
 
 
@@ -228,7 +246,8 @@ MEANING_CASES = [
     HostileCase(
         "near-empty-column",
         _meaning("near-empty", lambda f: f.assign(ca=f["ca"].where(f.index < 3))),
-        "column 'ca' is 99.0% missing",
+        "train without them (--without ca), or score or evaluate this file, which impute them: "
+        "1 column not recorded: ca 99% missing",
     ),
     HostileCase(
         "constant-column",

@@ -113,3 +113,39 @@ def test_hostile_file_fails_cleanly_and_touches_nothing(
     assert run_count(good_run["tracking_uri"]) == good_run["runs"]
     assert folder_digest(good_run["run_dir"]) == good_run["digest"], "the good run's outputs must not change"
     path.chmod(0o644) if path.is_file() else None
+
+
+# `evaluate` on a hostile site file: the same one line and exit code, and no evaluation run, version tag or
+# alias change. One refused while reading (a row with an extra field), one by the columns rule (another
+# dataset), one by meaning (an inverted label: the label checks run on external files too).
+EVALUATE_CASES = [c for c in CASES if c.name in ("row-with-extra-field", "different-dataset")] + [
+    c for c in MEANING_CASES if c.name == "inverted-target"
+]
+
+
+def version_tags(tracking_uri: str) -> list[dict[str, str]]:
+    client = mlflow.MlflowClient(tracking_uri)
+    return [dict(v.tags) for v in sorted(client.search_model_versions(), key=lambda v: int(v.version))]
+
+
+@pytest.mark.parametrize("case", EVALUATE_CASES, ids=[c.name for c in EVALUATE_CASES])
+def test_hostile_site_file_fails_evaluation_and_records_nothing(
+    case: HostileCase, good_run: dict, tmp_path: Path, clean_frame: pd.DataFrame
+) -> None:
+    path = case.build(tmp_path, clean_frame)
+    tags_before = version_tags(good_run["tracking_uri"])
+    result = subprocess.run(
+        [str(BIN / "heart-pipeline"), "evaluate", "--data", str(path), "--config", str(good_run["config"])],
+        env=good_run["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert last_line.startswith(f"heart-pipeline: error: {path}"), last_line
+    assert case.expected in last_line, last_line
+    assert newest_flow_run("heart-external-validation").state.is_failed()
+    assert registry_snapshot(good_run["tracking_uri"]) == good_run["registry"]
+    assert version_tags(good_run["tracking_uri"]) == tags_before, "no version may be tagged as validated"
+    assert run_count(good_run["tracking_uri"]) == good_run["runs"], "no evaluation run may be recorded"

@@ -42,12 +42,12 @@ def test_limitations_come_from_the_numbers() -> None:
         "prevalence": 0.75,
         "metrics": {"mean_predicted": 0.39, "roc_auc": 0.71, "sensitivity": 0.36},
     }
-    women = {"group": "sex", "value": "female", "n": 19, "metrics": {"test_recall": 0.5}}
+    women = {"attribute": "sex", "group": "female", "n": 19, "positives": 6, "metrics": {"sensitivity": 0.5}}
     found = limitations(card(external=[va], subgroups=[women]))
     text = " | ".join(found)
     assert "under-predicts at va: mean predicted 0.39 against 0.75 observed" in text
     assert "ROC-AUC 0.710 against 0.910" in text and "finds 36% of patients with disease" in text
-    assert "sex = female" in text and "trained on 297 patients" in text and "one site (cleveland)" in text
+    assert "sex female (n = 19)" in text and "trained on 297 patients" in text and "one site (cleveland)" in text
     assert limitations(card(training={"rows": 5000, "sites": ["a", "b"]})) == []
 
 

@@ -32,7 +32,7 @@ def test_same_seed_same_model_and_metrics(clean_frame: pd.DataFrame, algorithm: 
     def run(seed: int) -> tuple[bytes, float, dict[str, float]]:
         trained = train_model(algorithm, prepared, SMALL, seed)
         proba = held_out_probabilities(trained, prepared)
-        evaluation = evaluate_model(trained, prepared, proba, SMALL.cross_validation, seed)
+        evaluation = evaluate_model(trained, prepared, proba, SMALL, seed)
         return pickle.dumps(trained.model), trained.threshold, evaluation.metrics
 
     first, second = run(11), run(11)

@@ -170,11 +170,18 @@ def test_every_flow_reports_failure_crash_and_cancellation() -> None:
     """A run that ends badly in any of Prefect's three ways closes its MLflow records and says why."""
     from heart_pipeline.flows.batch_scoring import heart_batch_scoring
     from heart_pipeline.flows.data_quality import heart_data_quality
+    from heart_pipeline.flows.external_validation import heart_external_validation
     from heart_pipeline.flows.training import heart_training
     from heart_pipeline.flows.training_dask import heart_training_dask
     from heart_pipeline.operations.runs import publish_failure_report
 
-    for flow in (heart_training, heart_training_dask, heart_batch_scoring, heart_data_quality):
+    for flow in (
+        heart_training,
+        heart_training_dask,
+        heart_batch_scoring,
+        heart_data_quality,
+        heart_external_validation,
+    ):
         hooks = (flow.on_failure_hooks, flow.on_crashed_hooks, flow.on_cancellation_hooks)
         assert all(publish_failure_report in kind for kind in hooks), flow.name
 

@@ -44,7 +44,7 @@ def test_train_and_evaluate_give_metrics_and_plots(tmp_path: Path, prepared) -> 
     assert 0 < trained.threshold < 1
     assert "out-of-fold" in trained.threshold_note and "test set was not used" in trained.threshold_note
     proba = held_out_probabilities(trained, prepared)
-    evaluation = evaluate_model(trained, prepared, proba, settings.cross_validation, 42)
+    evaluation = evaluate_model(trained, prepared, proba, settings, 42)
     figures = model_figures(
         trained.model,
         prepared.x_test,
@@ -80,6 +80,13 @@ def test_train_and_evaluate_give_metrics_and_plots(tmp_path: Path, prepared) -> 
     assert {Path(p).name for p in evaluation.plots.values()} == {PLOT_FILES[k] for k in evaluation.plots}
     assert m["test_roc_auc_ci95_low"] <= m["test_roc_auc"] <= m["test_roc_auc_ci95_high"]
     assert pd.read_csv(evaluation.metrics_csv).loc[0, "test_roc_auc"] == pytest.approx(m["test_roc_auc"])
+    # every evaluation has its subgroup table: each group counted, small ones said to be too small
+    groups = {(g.attribute, g.group): g for g in evaluation.subgroups}
+    assert {a for a, _ in groups} == {"sex", "age_band"}
+    assert sum(g.n for (a, _), g in groups.items() if a == "sex") == len(prepared.y_test)
+    assert all(g.estimable == (g.n >= 20 and 0 < g.positives < g.n) for g in groups.values())
+    assert all(g.note.startswith("too small") for g in groups.values() if g.n < 20)
+    assert {Path(p).name for p in evaluation.subgroup_files} == {"subgroups.json", "subgroups.csv", "subgroups.md"}
 
 
 def test_metrics_at_threshold() -> None:

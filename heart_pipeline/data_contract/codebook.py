@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from heart_pipeline.errors import ConfigError
@@ -51,6 +52,11 @@ class ForeignCoding:
     whitespace_missing_markers: list[str]
     codes: dict[str, dict[int, str]]
     to_ours: dict[str, Recode]
+    # A text-coded copy (UCI's 920-row heart_disease_uci.csv): its words -> the numeric coding ``via``
+    # (lower-cased, e.g. cp "typical angina" -> UCI 1), its column names -> ``via``'s, and the columns kept as they are.
+    via: str | None = None
+    text_codes: dict[str, dict[str, int]] = field(default_factory=dict)
+    renames: dict[str, str] = field(default_factory=dict)
 
     def target_column(self, label_column: str) -> str:
         """This coding's name for our label column (UCI: num)."""
@@ -96,6 +102,10 @@ class Codebook:
         if column in self.measurements:
             return self.measurements[column].label
         return self.columns[column].description if column in self.columns else column
+
+    # Values that mean "not measured", not a measurement (no patient has a cholesterol of 0 mg/dL):
+    # importers, scoring and external validation read them as missing (``placeholders_to_missing``).
+    not_measured: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def label_tag(self) -> str:
@@ -149,6 +159,12 @@ def _foreign(name: str, raw: dict[str, Any], path: Path) -> ForeignCoding:
         whitespace_missing_markers=[str(m) for m in raw.get("whitespace_missing_markers") or []],
         codes={col: _int_keyed(codes, f"{where}.codes.{col}") for col, codes in (raw.get("codes") or {}).items()},
         to_ours=to_ours,
+        via=raw.get("via"),
+        text_codes={
+            col: {str(text).strip().lower(): int(code) for text, code in codes.items()}
+            for col, codes in (raw.get("text_codes") or {}).items()
+        },
+        renames={str(k): str(v) for k, v in (raw.get("renames") or {}).items()},
     )
 
 
@@ -172,6 +188,7 @@ def codebook_from_dict(raw: dict[str, Any], path: Path) -> Codebook:
                 name: Measurement(name, str(spec["description"]), str(spec["unit"]))
                 for name, spec in (raw.get("measurements") or {}).items()
             },
+            not_measured={str(c): [float(v) for v in values] for c, values in (raw.get("not_measured") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: malformed codebook: {type(exc).__name__} {exc}") from None
@@ -205,6 +222,23 @@ def _load_codebook_file(book_path: Path) -> Codebook:
     if not isinstance(raw, dict):
         raise ConfigError(f"{book_path}: the codebook must be a YAML mapping")
     return codebook_from_dict(raw, book_path)
+
+
+def placeholders_to_missing(
+    frame: pd.DataFrame, not_measured: dict[str, list[float]]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``frame`` with the codebook's "not measured" placeholders read as missing, and how many cells
+    of each column were (only columns that had any)."""
+    counts: dict[str, int] = {}
+    out = frame
+    for column, values in not_measured.items():
+        if column not in frame.columns:
+            continue
+        hits = pd.to_numeric(frame[column], errors="coerce").isin(values).to_numpy()
+        if hits.any():
+            out = out.assign(**{column: out[column].mask(hits)})
+            counts[column] = int(hits.sum())
+    return out, counts
 
 
 def disagreements_with_contract(book: Codebook, value_sets: dict[str, list[Any] | None]) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from heart_pipeline.data_contract.meaning import CODING_RULE
 from heart_pipeline.errors import ConfigError
 
 Severity = Literal["critical", "warning"]
@@ -101,6 +102,60 @@ class Contract:
             expectations.append(exp)
         scoring = contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
         return replace(scoring, reference=self.reference)
+
+
+# Checks that a column is recorded at all: for scoring and external validation a column a site never
+# records is a fact about the site (warned about with its imputed share), not a broken file.
+RECORDED_RULES = (
+    "expect_column_proportion_of_non_null_values_to_be_between",
+    "expect_column_unique_value_count_to_be_between",
+)
+NOT_NULL_RULE = "expect_column_values_to_not_be_null"
+
+
+def tolerating_unrecorded(contract: Contract, target: str) -> Contract:
+    """The contract for rows that a fitted model scores: a missing feature value goes to the model's
+    imputers (the feature's not-null rule is left out) and a mostly-missing or single-valued feature
+    is a warning, not a stop. Invalid recorded values (bounds, code sets) are still quarantined, and
+    every rule on the label keeps its severity (an inverted label still stops the run)."""
+    expectations = []
+    for exp in contract.raw["expectations"]:
+        column = exp["kwargs"].get("column")
+        if column is not None and column != target:
+            if exp["type"] == NOT_NULL_RULE:
+                continue
+            if exp["type"] in RECORDED_RULES:
+                exp = {**exp, "severity": "warning"}
+        expectations.append(exp)
+    relaxed = contract_from_dict({**contract.raw, "name": f"{contract.name}_recorded", "expectations": expectations})
+    return replace(relaxed, reference=contract.reference)
+
+
+def without_columns(contract: Contract, columns: list[str]) -> Contract:
+    """The training contract for models trained without ``columns`` (training.exclude_columns): the
+    file still has them, but no rule judges their values, so a column a site never records stops
+    nothing; the coding check no longer looks at them either."""
+    if not columns:
+        return contract
+    expectations = []
+    for exp in contract.raw["expectations"]:
+        kwargs = exp["kwargs"]
+        if kwargs.get("column") in columns:
+            continue
+        if exp["type"] == CODING_RULE:
+            exp = {**exp, "kwargs": {**kwargs, "columns": [c for c in kwargs["columns"] if c not in columns]}}
+        expectations.append(exp)
+    trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_without", "expectations": expectations})
+    return replace(trimmed, reference=contract.reference)
+
+
+def without_coding_check(contract: Contract) -> Contract:
+    """The contract without the foreign-coding check: for a file the project's own importer wrote
+    (its provenance sidecar matches its bytes), whose codes are ours by construction. Another
+    population's shares (VA's restecg) must not read as another coding."""
+    expectations = [exp for exp in contract.raw["expectations"] if exp["type"] != CODING_RULE]
+    trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_converted", "expectations": expectations})
+    return replace(trimmed, reference=contract.reference)
 
 
 def notes_text(expectation: dict[str, Any]) -> str:

@@ -3,8 +3,9 @@
 Pure functions: bytes in, a frame and a provenance record out; the CLI (`heart-pipeline convert`)
 does the reading and the atomic writing. Every code and missing-value marker is translated with
 the mapping in the codebook (great_expectations/codebook.yaml), nothing else: values that are
-implausible but valid in the source coding (Switzerland's chol 0, a site's mostly-missing ca) are
-kept as they are, so the data gate reports them instead of the importer hiding them. A code that
+implausible but valid in the source coding are kept as they are, so the data gate reports them
+instead of the importer hiding them; only the codebook's "not measured" placeholders (``not_measured``:
+Switzerland's chol 0) become missing, counted in the provenance record. A code that
 the source coding does not have stops the conversion, naming the column, code and lines: guessing
 its meaning could turn a wrong code into a valid-looking one.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.caching import fingerprint_bytes
-from heart_pipeline.data_contract.codebook import Codebook, ForeignCoding
+from heart_pipeline.data_contract.codebook import Codebook, ForeignCoding, placeholders_to_missing
 from heart_pipeline.data_contract.files import read_input_bytes, write_atomic
 from heart_pipeline.errors import DataError, cell
 
@@ -75,14 +76,22 @@ def _records(text: str, whitespace: bool) -> tuple[list[list[str]], list[int]]:
     return [r for r, _ in pairs], [n for _, n in pairs]
 
 
-def _table(records: list[list[str]], lines: list[int], columns: list[str], source: str, what: str) -> pd.DataFrame:
+def _table(
+    records: list[list[str]], lines: list[int], columns: list[str], source: str, what: str, header: bool = False
+) -> pd.DataFrame:
     widths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
     wrong = np.flatnonzero(widths != len(columns))
     if len(wrong):
         first = int(wrong[0])
+        against = "the header" if header else what
+        remedy = (
+            "re-export with '.' as the decimal mark or ';' between fields (a decimal comma splits a value in two): "
+            if widths[first] > len(columns)
+            else "fill in or remove the short row(s): "
+        )
         raise DataError(
-            f"{source}: {what} has {len(columns)} columns ({','.join(columns)}); "
-            f"{len(wrong)} row(s) do not, first at line {lines[first]} with {widths[first]}"
+            f"{source}: {remedy}line {lines[first]} has {widths[first]} fields where {against} has {len(columns)} "
+            f"({len(wrong)} of {len(records)} rows differ; expected {','.join(columns)})"
         )
     return pd.DataFrame(records, columns=columns, dtype=object)
 
@@ -144,7 +153,8 @@ def _missing_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 def _finish(table: _Table, coding: ForeignCoding, data: bytes, source: str, book: Codebook, fmt: str) -> Converted:
     numbers = _numbers(table, source)
-    frame = _integers_where_whole(_recode(numbers, coding, table.lines, source))
+    recoded, placeholders = placeholders_to_missing(_recode(numbers, coding, table.lines, source), book.not_measured)
+    frame = _integers_where_whole(recoded)
     target = coding.target_column(book.label_column)
     provenance = {
         "source_file": source,
@@ -160,56 +170,222 @@ def _finish(table: _Table, coding: ForeignCoding, data: bytes, source: str, book
         "codebook_label": book.label_tag,
         "label_definition": book.label_definition,
         "rows": len(frame),
+        "placeholders_read_as_missing": placeholders,
         "missing_cells_after_conversion": _missing_counts(frame),
         "not_changed": "values are converted, never corrected: the data gate judges them",
     }
     return Converted(frame=frame, provenance=provenance)
 
 
+def _separator(first_line: str) -> str | None:
+    """``;`` or ``,`` when the first line uses it, else None (whitespace-separated)."""
+    return ";" if ";" in first_line else "," if "," in first_line else None
+
+
+def _split_records(text: str, separator: str | None) -> tuple[list[list[str]], list[int]]:
+    if separator is None:
+        return _records(text, whitespace=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+    pairs, start = [], 1
+    for record in reader:
+        if any(field.strip() for field in record):
+            pairs.append(([field.strip() for field in record], start))
+        start = reader.line_num + 1
+    return [r for r, _ in pairs], [n for _, n in pairs]
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_header(record: list[str], markers: list[str]) -> bool:
+    """A header is mostly names: at least half of its filled fields are neither numbers nor missing
+    markers (a data row with one bad cell is still a data row, reported as such)."""
+    filled = [f for f in record if f and f not in markers]
+    names = sum(not _is_number(f) for f in filled)
+    return bool(filled) and names * 2 >= len(filled)
+
+
+def different_dataset(source: str, header: list[str], expected: list[str]) -> DataError | None:
+    """The refusal for a file sharing less than half of ``expected``'s columns: another dataset (or, when
+    the first line is all numbers, UCI's headerless file)."""
+    if not _is_header(header, ["?", "-9", "-9.0", ""]):
+        return DataError(
+            f"{source}: use --from uci: the first line is all numbers (no header line), as in UCI's "
+            f"processed.*.data: {cell(','.join(header), 60)}"
+        )
+    shared = [c for c in expected if c.lower() in {h.lower() for h in header}]
+    if len(shared) * 2 >= len(expected):
+        return None
+    matching = ", ".join(shared) if shared else "none"
+    return DataError(
+        f"{source}: a different dataset, not a heart-disease file this project reads: it shares "
+        f"{len(shared)} of {len(expected)} columns ({matching}); header {cell(','.join(header), 80)}"
+    )
+
+
+def _check_uci_header(header: list[str], source: str, book: Codebook, coding: ForeignCoding) -> None:
+    """UCI's files with a header line: any names, but 14 of them with the label (num or target) last."""
+    other = different_dataset(source, header, coding.columns)
+    lowered = [h.lower() for h in header]
+    if "dataset" in lowered or "thalch" in lowered:
+        raise DataError(
+            f"{source}: use --from uci-text: this is UCI's text-coded copy (heart_disease_uci.csv, "
+            f"columns dataset and thalch), not the numeric processed.*.data"
+        )
+    if len(header) != len(coding.columns) or lowered[-1] not in {"num", book.label_column}:
+        raise other or DataError(
+            f"{source}: the header {cell(','.join(header), 100)} is not UCI's 14 columns with the label "
+            f"(num or {book.label_column}) last: {','.join(coding.columns)}"
+        )
+
+
+def _refuse_other_codings(frame: pd.DataFrame, source: str, lines: np.ndarray) -> None:
+    """A header-ed file in the project's or Kaggle's codes (cp 0-3) is not UCI's (cp 1-4): name the way out."""
+    cp = pd.to_numeric(frame["cp"], errors="coerce")
+    if not (cp == 0).any():
+        return
+    first = lines[np.flatnonzero((cp == 0).to_numpy())[:MAX_LINES_LISTED]]
+    raise DataError(
+        f"{source}: use --from kaggle if this is Kaggle's heart.csv (target 1 = no disease), or no conversion "
+        f"if it is already in this project's coding: cp has code 0 (UCI's cp is 1-4) at {_lines_text(first)}"
+    )
+
+
 def convert_uci(data: bytes, source: str, book: Codebook) -> Converted:
     """UCI's processed.*.data (comma-separated, '?' missing) or the whitespace-separated
-    reprocessed variant (-9 missing), any of the four sites: no header, num 0-4."""
+    reprocessed variant (-9 missing), any of the four sites: num 0-4. A header line (any names, the
+    label ``num`` or ``target`` last) and ``;`` or whitespace separation are accepted."""
     coding = book.foreign_coding("uci")
     text = _decode(data, source)
     first = next((line for line in text.splitlines() if line.strip()), "")
-    whitespace = "," not in first
-    records, lines = _records(text, whitespace)
+    separator = _separator(first)
+    records, lines = _split_records(text, separator)
     if not records:
         raise DataError(f"{source}: file has no data rows")
-    head = records[0]
-    if any(field.lower() in {c.lower() for c in coding.columns} for field in head):
-        raise DataError(
-            f"{source}: has a header row ({cell(','.join(head), 80)}); UCI's files have none. "
-            "For a file with the age,sex,...,target header, use --from kaggle"
+    markers = [*coding.missing_markers, *(coding.whitespace_missing_markers if separator is None else [])]
+    header = _is_header(records[0], markers)
+    if header:
+        _check_uci_header(records[0], source, book, coding)
+        records, lines = records[1:], lines[1:]
+        if not records:
+            raise DataError(f"{source}: file has a header but no data rows")
+    shown = {",": "comma", ";": "semicolon", None: "whitespace"}[separator]
+    variant = f"{'reprocessed' if separator is None else 'processed'} ({shown}-separated"
+    variant += f"{', header line' if header else ''}{', -9 missing' if separator is None else ''})"
+    cells = _table(records, lines, coding.columns, source, f"UCI's {variant} format", header)
+    if header:
+        _refuse_other_codings(
+            _numbers(_Table(cells, np.asarray(lines), variant, markers), source), source, np.asarray(lines)
         )
-    variant = "reprocessed (whitespace-separated, -9 missing)" if whitespace else "processed (comma-separated)"
-    markers = [*coding.missing_markers, *(coding.whitespace_missing_markers if whitespace else [])]
-    cells = _table(records, lines, coding.columns, source, f"UCI's {variant} format")
     table = _Table(cells=cells, lines=np.asarray(lines), variant=variant, missing_markers=markers)
     return _finish(table, coding, data, source, book, "uci")
 
 
+def _refuse_label_already_ours(frame: pd.DataFrame, source: str, book: Codebook) -> None:
+    """Kaggle's target runs backwards (1 = no disease); a file whose target already agrees with the disease
+    markers was converted before: inverting it again would make every label wrong."""
+    from heart_pipeline.data_contract.meaning import KAGGLE_CHECK_MARKERS, marker_effects
+
+    effects = marker_effects(frame, book.label_column, KAGGLE_CHECK_MARKERS)
+    agreeing = [e for e in effects if (e.auc > 0.5) == (e.expected == "rises") and min(e.auc, 1 - e.auc) < 0.4]
+    if len(effects) >= 3 and len(agreeing) * 2 > len(effects):
+        raise DataError(
+            f"{source}: use the file as it is, no conversion: its {book.label_column} already means disease "
+            f"({len(agreeing)} of {len(effects)} disease markers agree), and --from kaggle would invert every label"
+        )
+
+
+def _kaggle_header_hint(header: list[str], source: str, coding: ForeignCoding) -> DataError:
+    lowered = [h.lower() for h in header]
+    if "dataset" in lowered or "thalch" in lowered:
+        return DataError(f"{source}: use --from uci-text: this is UCI's text-coded copy (heart_disease_uci.csv)")
+    if lowered and lowered[-1] == "num" and len(header) == len(coding.columns):
+        return DataError(f"{source}: use --from uci: the header ends in num, UCI's label (0-4)")
+    return different_dataset(source, header, coding.columns) or DataError(
+        f"{source}: header {cell(','.join(header), 120)} is not Kaggle's {','.join(coding.columns)}; "
+        "UCI's files (with or without a header, label num last) convert with --from uci"
+    )
+
+
 def convert_kaggle(data: bytes, source: str, book: Codebook) -> Converted:
     """The Kaggle heart.csv (303 or 1,025 rows): our codes, but target 1 = no disease, thal 0 and
-    ca 4 = missing."""
+    ca 4 = missing. A file whose target already means disease is refused (converted before)."""
     coding = book.foreign_coding("kaggle")
     records, lines = _records(_decode(data, source), whitespace=False)
     if not records:
         raise DataError(f"{source}: file is empty")
     header, *rows = records
     if header != coding.columns:
-        raise DataError(
-            f"{source}: header {cell(','.join(header), 120)} is not Kaggle's {','.join(coding.columns)}; "
-            "for UCI's headerless files use --from uci"
-        )
+        raise _kaggle_header_hint(header, source, coding)
     if not rows:
         raise DataError(f"{source}: file has a header but no data rows")
-    cells = _table(rows, lines[1:], coding.columns, source, "the Kaggle format")
+    cells = _table(rows, lines[1:], coding.columns, source, "the Kaggle format", True)
     table = _Table(cells=cells, lines=np.asarray(lines[1:]), variant="csv with header", missing_markers=["", "NA"])
+    numbers = _numbers(table, source)
+    thal, cp = numbers["thal"], numbers["cp"]
+    if thal.isin([6, 7]).any() or (cp == 4).any():
+        raise DataError(f"{source}: use --from uci: thal 6/7 or cp 4 are UCI's codes, not Kaggle's")
+    _refuse_label_already_ours(numbers, source, book)
     return _finish(table, coding, data, source, book, "kaggle")
 
 
-IMPORTERS: dict[str, Callable[[bytes, str, Codebook], Converted]] = {"uci": convert_uci, "kaggle": convert_kaggle}
+def _translate_words(cells: pd.DataFrame, coding: ForeignCoding, lines: np.ndarray, source: str) -> pd.DataFrame:
+    """Each text-coded column's words as the ``via`` coding's numeric codes (text); an unknown word stops."""
+    out = cells.copy()
+    for column, words in coding.text_codes.items():
+        text = cells[column].astype(str).str.strip().str.lower()
+        blank = text.isin(["", "nan", "na", "none"]).to_numpy()
+        codes = text.map(words)
+        unknown = np.flatnonzero(codes.isna().to_numpy() & ~blank)
+        if len(unknown):
+            seen = sorted(set(text.iloc[unknown]))[:MAX_LINES_LISTED]
+            raise DataError(
+                f"{source}: {column} has word(s) {', '.join(map(repr, seen))} that the codebook's uci-text coding "
+                f"does not list (known: {', '.join(sorted(words))}) at {_lines_text(lines[unknown])}"
+            )
+        out[column] = codes.map(lambda v: "" if pd.isna(v) else str(int(v))).where(~blank, "")
+    return out
+
+
+def convert_uci_text(data: bytes, source: str, book: Codebook) -> Converted:
+    """UCI's 920-row text-coded copy (heart_disease_uci.csv): four sites in one file, words for codes
+    ("typical angina", TRUE/FALSE, "fixed defect"), thalch for thalach, num 0-4. The ``dataset``
+    column (the site) is kept as ``site``; ``id`` is dropped."""
+    coding = book.foreign_coding("uci-text")
+    via = book.foreign_coding(coding.via or "uci")
+    records, lines = _records(_decode(data, source), whitespace=False)
+    if not records:
+        raise DataError(f"{source}: file is empty")
+    header = [h.lower() for h in records[0]]
+    missing = [c for c in coding.columns if c not in header]
+    if missing:
+        raise different_dataset(source, records[0], coding.columns) or DataError(
+            f"{source}: not UCI's text-coded file: columns {', '.join(missing)} are absent "
+            f"(expected {','.join(coding.columns)}); numeric UCI files convert with --from uci"
+        )
+    if len(records) < 2:
+        raise DataError(f"{source}: file has a header but no data rows")
+    cells = _table(records[1:], lines[1:], header, source, "UCI's text-coded format", True)
+    row_lines = np.asarray(lines[1:])
+    words = _translate_words(cells, coding, row_lines, source).rename(columns=coding.renames)
+    site_column = coding.renames.get("dataset", "site")
+    table = _Table(words[via.columns], row_lines, "text-coded csv with header", coding.missing_markers)
+    converted = _finish(table, via, data, source, book, "uci-text")
+    frame = converted.frame.assign(**{site_column: words[site_column].replace("", None).to_numpy()})
+    sites = frame[site_column].value_counts().to_dict()
+    return Converted(frame, {**converted.provenance, "sites": {str(k): int(v) for k, v in sites.items()}})
+
+
+IMPORTERS: dict[str, Callable[[bytes, str, Codebook], Converted]] = {
+    "uci": convert_uci,
+    "kaggle": convert_kaggle,
+    "uci-text": convert_uci_text,
+}
 
 
 def convert(fmt: str, data: bytes, source: str, book: Codebook) -> Converted:
@@ -273,6 +449,22 @@ def describe_provenance(path: Path, fingerprint: str) -> str:
     if record.get("output_sha256") != fingerprint:
         return f"file {path} ({sidecar.name} describes other content, ignored)"
     return f"file {path}, {line}"
+
+
+def converted_with(path: Path, fingerprint: str) -> str | None:
+    """The importer that wrote exactly these bytes (``fingerprint``) at ``path``, per its provenance
+    sidecar; None when there is no sidecar, it is unreadable, or it describes other content. Such a
+    file is in the project's coding by construction, so the coding check has nothing to find in it."""
+    sidecar = provenance_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        record = json.loads(read_input_bytes(sidecar, 2**20, "provenance record size"))
+    except (DataError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("output_sha256") != fingerprint:
+        return None
+    return str(record.get("format") or "") or None
 
 
 def from_ours(frame: pd.DataFrame, coding: ForeignCoding) -> pd.DataFrame:

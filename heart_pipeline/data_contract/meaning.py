@@ -105,6 +105,16 @@ def marker_effects(frame: pd.DataFrame, target: str, markers: list[dict[str, Any
     return effects
 
 
+# The markers the Kaggle importer reads to tell whether a file's target already means disease.
+KAGGLE_CHECK_MARKERS: list[dict[str, Any]] = [
+    {"column": "exang", "direction": "rises"},
+    {"column": "oldpeak", "direction": "rises"},
+    {"column": "ca", "direction": "rises"},
+    {"column": "cp", "code": 0, "direction": "rises"},
+    {"column": "thalach", "direction": "falls"},
+]
+
+
 def reversed_markers(effects: list[MarkerEffect], max_p_value: float) -> list[MarkerEffect]:
     return [e for e in effects if e.p_reversed < max_p_value]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -162,6 +163,19 @@ def _parse_parquet(data: bytes, source: str, max_rows: int) -> pd.DataFrame:
         raise DataError(f"{source}: unreadable Parquet file: {type(exc).__name__}: {exc}") from None
 
 
+def parser_error_reason(message: str, header_fields: int) -> str:
+    """pandas' tokenizer error in words, remedy first: a row with more fields than the header is
+    refused with its line number (a decimal comma, or a ',' inside a value), never read shifted."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if not found:
+        return f"malformed CSV: {message}"
+    expected, line, saw = (int(g) for g in found.groups())
+    return (
+        f"re-export with '.' as the decimal mark (or quote values holding ','): line {line} has {saw} fields "
+        f"where the header has {header_fields or expected}"
+    )
+
+
 def parse_heart_table(
     data: bytes,
     source: str,
@@ -191,7 +205,7 @@ def parse_heart_table(
             io.BytesIO(data), encoding="utf-8-sig", na_values=na_values, skipinitialspace=True, nrows=max_rows + 1
         )
     except pd.errors.ParserError as exc:
-        raise DataError(f"{source}: malformed CSV: {exc}") from None
+        raise DataError(f"{source}: {parser_error_reason(str(exc), len(header))}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{source}: file has no header or data") from None
     frame.columns = [str(c).strip() for c in frame.columns]

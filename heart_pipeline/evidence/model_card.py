@@ -61,7 +61,7 @@ class ModelCard:
     training: Mapping[str, Any]  # source, fingerprint, rows, rows_train, rows_test, prevalence, sites, dates
     metrics: Mapping[str, float]  # internal test metrics, with <name>_ci95_low/high where known
     excluded_columns: Sequence[str] = ()
-    subgroups: Sequence[Mapping[str, Any]] = ()  # rows: group, value, n, metrics/intervals, note
+    subgroups: Sequence[Mapping[str, Any]] = ()  # evidence.subgroups rows: attribute, group, n, positives, metrics
     external: Sequence[Mapping[str, Any]] = ()  # one per site: site, n, prevalence, metrics/intervals, run_url
     floors: Mapping[str, float] = field(default_factory=dict)
     links: Mapping[str, str] = field(default_factory=dict)
@@ -100,10 +100,12 @@ def limitations(card: ModelCard) -> list[str]:
     for site in card.external:
         found.extend(_site_limitations(site, internal_auc, floor))
     for group in card.subgroups:
-        recall = (group.get("metrics") or {}).get("test_recall")
-        if floor is not None and recall is not None and recall == recall and recall < floor:
+        recall = (group.get("metrics") or {}).get("sensitivity")
+        if group.get("warning"):
+            found.append(str(group["warning"]))
+        elif floor is not None and recall is not None and recall == recall and recall < floor:
             found.append(
-                f"sensitivity {recall:.2f} for {group.get('group')} = {group.get('value')} "
+                f"sensitivity {recall:.2f} for {group.get('attribute')} {group.get('group')} "
                 f"(n = {group.get('n')}) is below the promotion floor {floor:.2f}"
             )
     return found
@@ -125,6 +127,21 @@ def _site_limitations(site: Mapping[str, Any], internal_auc: float | None, floor
     return found
 
 
+def subgroup_rows(groups: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """The subgroup table: a header, then one row per group (a group too small says so, no number)."""
+    return [["group", "n", "disease rate", "ROC-AUC [95% CI]", "sensitivity [95% CI]", "note"]] + [
+        [
+            f"{g.get('attribute')}: {g.get('group')}",
+            str(g.get("n", "-")),
+            f"{g['positives'] / g['n']:.2f}" if g.get("n") and g.get("positives") is not None else "-",
+            _value(g.get("metrics") or {}, "roc_auc"),
+            _value(g.get("metrics") or {}, "sensitivity"),
+            str(g.get("warning") or g.get("note") or ""),
+        ]
+        for g in groups
+    ]
+
+
 def card_sections(card: ModelCard) -> list[tuple[str, list[str] | list[list[str]]]]:
     """The card's sections in order: a heading and either paragraphs or a table (first row = header)."""
     t = card.training
@@ -139,24 +156,26 @@ def card_sections(card: ModelCard) -> list[tuple[str, list[str] | list[list[str]
     metrics = [["metric", "internal test set [95% CI]"]] + [
         [label, _value(card.metrics, key)] for key, label in HEADLINE if key in card.metrics
     ]
-    subgroups = [["group", "n", "prevalence", "ROC-AUC [95% CI]", "sensitivity [95% CI]", "note"]] + [
+    subgroups = subgroup_rows(card.subgroups)
+    external = [
         [
-            f"{g.get('group')} = {g.get('value')}",
-            str(g.get("n", "-")),
-            f"{g['prevalence']:.2f}" if isinstance(g.get("prevalence"), float) else "-",
-            _value(g.get("metrics") or {}, "test_roc_auc"),
-            _value(g.get("metrics") or {}, "test_recall"),
-            str(g.get("note") or ""),
+            "site",
+            "n",
+            "disease rate",
+            "mean predicted",
+            "ROC-AUC [95% CI]",
+            "calibration slope",
+            "sensitivity",
+            "specificity",
         ]
-        for g in card.subgroups
-    ]
-    external = [["site", "n", "disease rate", "mean predicted", "ROC-AUC [95% CI]", "sensitivity", "specificity"]] + [
+    ] + [
         [
             str(s.get("site")),
             str(s.get("n")),
             f"{s['prevalence']:.2f}" if isinstance(s.get("prevalence"), float) else "-",
             _site_value(s, "mean_predicted"),
             _site_value(s, "roc_auc"),
+            _site_value(s, "calibration_slope"),
             _site_value(s, "sensitivity"),
             _site_value(s, "specificity"),
         ]

@@ -34,6 +34,12 @@ PLOT_FILES = {
     "permutation_importance": "permutation_importance.png",
     "odds_ratios": "odds_ratios.png",
 }
+# External validation draws the same ROC and calibration plots and a decision curve.
+EXTERNAL_PLOT_FILES = {
+    "roc_curve": PLOT_FILES["roc_curve"],
+    "calibration": PLOT_FILES["calibration"],
+    "decision_curve": "decision_curve.png",
+}
 FONT_SIZE = 11
 DPI = 110
 POINT_STYLE = {"marker": "o", "markersize": 9, "color": "#c62828", "zorder": 5}
@@ -101,7 +107,12 @@ def _style(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def roc_figure(
-    y_true: np.ndarray, proba: np.ndarray, threshold: float, model: str, intervals: Mapping[str, float]
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    threshold: float,
+    model: str,
+    intervals: Mapping[str, float],
+    where: str = "test set",
 ) -> Figure:
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -119,7 +130,7 @@ def roc_figure(
     )
     _style(
         ax,
-        f"ROC curve, test set ({len(y_true)} patients)",
+        f"ROC curve, {where} ({len(y_true)} patients)",
         "1 - specificity (share of no-disease patients flagged)",
         "sensitivity (share of disease patients found)",
     )
@@ -208,7 +219,9 @@ def _wilson(successes: np.ndarray, totals: np.ndarray, z: float = 1.96) -> tuple
     return np.clip(np.minimum(centre - half, share), 0, 1), np.clip(np.maximum(centre + half, share), 0, 1)
 
 
-def calibration_figure(y_true: np.ndarray, proba: np.ndarray, threshold: float, model: str, brier: float) -> Figure:
+def calibration_figure(
+    y_true: np.ndarray, proba: np.ndarray, threshold: float, model: str, brier: float, where: str = "test set"
+) -> Figure:
     """Observed disease rate per quantile bin (with counts and 95% intervals) over a histogram of
     predictions. About 15 patients per bin: ten bins on 61 patients would be mostly noise."""
     y_true = np.asarray(y_true).astype(int)
@@ -242,7 +255,7 @@ def calibration_figure(y_true: np.ndarray, proba: np.ndarray, threshold: float, 
         )
     _style(
         ax,
-        f"Calibration, test set ({len(proba)} patients): Brier score {brier:.3f}",
+        f"Calibration, {where} ({len(proba)} patients): Brier score {brier:.3f}",
         "",
         "observed share with disease",
     )
@@ -320,6 +333,22 @@ def permutation_figure(column_labels: Sequence[str], means: np.ndarray, stds: np
         "drop in ROC-AUC when the column is shuffled (whiskers: 1 SD over shuffles)",
         reference=0.0,
     )
+
+
+def decision_curve_figure(curve: Sequence[Mapping[str, float]], threshold: float, model: str, where: str) -> Figure:
+    """Net benefit of the model against treating everyone and no one, per threshold probability
+    (Vickers & Elkin 2006); the model's own threshold is marked."""
+    t = np.array([point["threshold"] for point in curve])
+    figure, ax = _new_figure(6.4, 4.8)
+    ax.plot(t, [point["model"] for point in curve], lw=2, label=model)
+    ax.plot(t, [point["treat_all"] for point in curve], ls="--", color="#c62828", label="treat all")
+    ax.axhline(0.0, color="grey", ls=":", label="treat none")
+    ax.axvline(threshold, color="black", ls=":", lw=1, label=f"model threshold {threshold:.2f}")
+    top = max([point["model"] for point in curve] + [point["treat_all"] for point in curve] + [0.05])
+    ax.set(ylim=(-0.05, top + 0.05))
+    _style(ax, f"Decision curve, {where}", "threshold probability of disease", "net benefit")
+    ax.legend(fontsize=FONT_SIZE - 2, loc="upper right")
+    return figure
 
 
 def png_bytes(figure: Figure) -> bytes:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from heart_pipeline.results import ColumnProfile, PromotionDecision, RuleOutcome, ValidationReport
+from heart_pipeline.results import ColumnProfile, PromotionDecision, RuleOutcome, SubgroupResult, ValidationReport
 
 
 def _values(values: Sequence[Any]) -> str:
@@ -321,6 +321,7 @@ def scoring_terminal_summary(result: Mapping[str, Any]) -> str:
     ]
     if result.get("quarantine_path"):
         lines.append(f"Quarantine: {result['quarantine_path']}")
+    lines += [f"  warning: {w}" for w in result.get("warnings") or []]
     return "\n".join(lines)
 
 
@@ -393,5 +394,94 @@ def scoring_summary_markdown(result: Mapping[str, Any]) -> str:
         f"Model {markdown_text(result.get('registered_model'))} version "
         f"**{markdown_text(result.get('model_version'))}** (@champion at "
         f"scoring time); {result.get('rows_quarantined')} rows quarantined by the data contract.\n\n"
+        + "".join(f"- **warning**: {markdown_text(w)}\n" for w in result.get("warnings") or [])
         + "".join(f"- {label}: {markdown_text(path)}\n" for label, path in where if path)
     )
+
+
+def _ci(metrics: Mapping[str, Any], name: str, digits: int = 2) -> str:
+    """``0.87 [0.83, 0.92]``; ``-`` when the figure is absent or not a number."""
+    value = metrics.get(name)
+    if value is None or value != value:
+        return "-"
+    low, high = metrics.get(f"{name}_ci95_low"), metrics.get(f"{name}_ci95_high")
+    if low is None or high is None or low != low:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def subgroup_markdown(rows: Sequence[SubgroupResult]) -> str:
+    """The subgroup table: counts, then each figure with its interval, or why there is none."""
+    lines = [
+        "| subgroup | n | with disease | ROC-AUC [95% CI] | sensitivity [95% CI] | specificity [95% CI] | "
+        "mean predicted / observed | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        m = row.metrics
+        shares = f"{m['mean_predicted']:.2f} / {m['observed_rate']:.2f}" if row.estimable else "-"
+        lines.append(
+            f"| {row.attribute} {markdown_cell(row.group)} | {row.n} | {row.positives} | {_ci(m, 'roc_auc')} | "
+            f"{_ci(m, 'sensitivity')} | {_ci(m, 'specificity')} | {shares} | "
+            f"{markdown_cell(('**warning**: ' + row.warning) if row.warning else row.note)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+EXTERNAL_COLUMNS = (
+    "| site | rows scored / in | disease rate | ROC-AUC [95% CI] | mean predicted | calibration slope [95% CI] "
+    "| sensitivity [95% CI] | specificity [95% CI] | Brier |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def external_row(site: Mapping[str, Any]) -> str:
+    m = site["metrics"]
+    return (
+        f"| {markdown_cell(site['site'])} | {site['n']} / {site['rows_in']} | {site['prevalence']:.2f} | "
+        f"{_ci(m, 'roc_auc')} | {m['mean_predicted']:.2f} | {_ci(m, 'calibration_slope')} | "
+        f"{_ci(m, 'sensitivity')} | {_ci(m, 'specificity')} | {m['brier']:.3f} |"
+    )
+
+
+def external_validation_markdown(result: Mapping[str, Any]) -> str:
+    """The external-validation run's Prefect summary: one comparison row per site, the warnings,
+    then each site's subgroup table."""
+    sites = result["sites"]
+    parts = [
+        f"# heart-external-validation: {result['registered_model']} v{result['model_version']} on "
+        f"{len(sites)} site(s)\n\n{EXTERNAL_COLUMNS}\n" + "\n".join(external_row(s) for s in sites) + "\n",
+        "Intervals: stratified bootstrap, 95%. Mean predicted against the observed disease rate is "
+        "calibration-in-the-large; slope 1 is perfect calibration of the spread.\n",
+    ]
+    for site in sites:
+        warnings = "".join(f"- {markdown_cell(w)}\n" for w in site["warnings"])
+        rows = [SubgroupResult(**row) if isinstance(row, Mapping) else row for row in site["subgroups"]]
+        links = f"[MLflow run]({site['run_url']}), predictions `{site['predictions_path']}`"
+        parts.append(f"## {markdown_cell(site['site'])}\n\n{warnings}\n{subgroup_markdown(rows)}\n{links}\n")
+    return "\n".join(parts)
+
+
+def external_terminal_summary(result: Mapping[str, Any]) -> str:
+    """What `heart-pipeline evaluate` prints: the headline row per site and the warnings."""
+    lines = [
+        f"{result['registered_model']} v{result['model_version']} on {len(result['sites'])} site(s) "
+        "(95% bootstrap intervals):",
+        f"{'site':14} {'scored/in':>9} {'rate':>5} {'ROC-AUC':20} {'mean pred':>9} {'cal. slope':20} "
+        f"{'sensitivity':20} {'specificity':20}",
+    ]
+    for s in result["sites"]:
+        m = s["metrics"]
+        lines.append(
+            f"{s['site'][:14]:14} {str(s['n']) + '/' + str(s['rows_in']):>9} {s['prevalence']:5.2f} "
+            f"{_ci(m, 'roc_auc'):20} {m['mean_predicted']:9.2f} {_ci(m, 'calibration_slope'):20} "
+            f"{_ci(m, 'sensitivity'):20} {_ci(m, 'specificity'):20}"
+        )
+    for s in result["sites"]:
+        groups = [row for row in s["subgroups"] if row["warning"]]
+        site_wide = [w for w in s["warnings"] if not any(w == row["warning"] for row in groups)]
+        lines += [f"  {s['site']}: {w}" for w in site_wide]
+        if groups:
+            shown = ", ".join(f"{row['attribute']} {row['group']}" for row in groups)
+            lines.append(f"  {s['site']}: sensitivity below the promotion floor in subgroups {shown} (subgroups.md)")
+    lines.append(f"Run folder: {result['run_dir']} (per site: predictions.csv, plots, subgroups.md)")
+    return "\n".join(lines)

@@ -64,6 +64,15 @@ def scoring_run_name() -> str:
     return run_name("score")
 
 
+def external_validation_run_name() -> str:
+    """``external-<first file's sha256[:8]>-<time>`` (the flow takes a list of files)."""
+    from prefect.runtime import flow_run
+
+    paths = (flow_run.parameters or {}).get("data_paths") or []
+    fingerprint = data_fingerprint_for_name(Path(paths[0]), 2**31) if paths else "nodata"
+    return f"external-{fingerprint}-{datetime.now(UTC):%m%d-%H%M%S}"
+
+
 # Steps whose task runs write to MLflow (tracking, registration, the promotion tags and alias).
 MLFLOW_TASK_PREFIXES = ("track", "register", "promote")
 

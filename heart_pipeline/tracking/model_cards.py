@@ -58,28 +58,27 @@ def full_metrics(client: Any, run: Any) -> dict[str, float]:
     return metrics
 
 
-def external_validations(tags: dict[str, str]) -> list[dict[str, Any]]:
-    """The sites a version was validated on, from its ``validation.<site>.<figure>`` tags."""
-    sites: dict[str, dict[str, Any]] = {}
-    for key, value in tags.items():
-        if not key.startswith(VALIDATION_TAG_PREFIX):
+def external_validations(client: Any, tags: dict[str, str]) -> list[dict[str, Any]]:
+    """Every site the version was validated on: its ``validation.<site>.run_id`` tags point at the
+    evaluation runs, whose metrics hold every figure with its interval."""
+    sites = []
+    for key, run_id in sorted(tags.items()):
+        if not (key.startswith(VALIDATION_TAG_PREFIX) and key.endswith(".run_id")):
             continue
-        site, _, figure = key[len(VALIDATION_TAG_PREFIX) :].rpartition(".")
-        if not site:
-            continue
-        entry = sites.setdefault(site, {"site": site, "metrics": {}})
         try:
-            number = float(value)
-        except ValueError:
-            entry[figure] = value
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - a deleted evaluation run leaves its site out, not the card
             continue
-        if figure in ("n", "rows"):
-            entry["n"] = int(number)
-        elif figure in ("prevalence", "disease_rate"):
-            entry["prevalence"] = number
-        else:
-            entry["metrics"][figure] = number
-    return list(sites.values())
+        prefix = key.removesuffix(".run_id")
+        sites.append(
+            {
+                "site": run.data.tags.get("validation.site", prefix[len(VALIDATION_TAG_PREFIX) :]),
+                "n": int(float(tags.get(f"{prefix}.n", run.data.params.get("rows_scored", 0)))),
+                "prevalence": run.data.metrics.get("observed_rate"),
+                "metrics": dict(run.data.metrics),
+            }
+        )
+    return sites
 
 
 def gather_card(client: Any, settings: Settings, version: str) -> ModelCard:
@@ -117,7 +116,7 @@ def gather_card(client: Any, settings: Settings, version: str) -> ModelCard:
         metrics=full_metrics(client, run),
         excluded_columns=[c for c in tags.get(EXCLUDED_COLUMNS_TAG, "").split(",") if c],
         subgroups=subgroups if isinstance(subgroups, list) else [],
-        external=external_validations(tags),
+        external=external_validations(client, tags),
         floors=dict(settings.promotion.floors),
     )
 

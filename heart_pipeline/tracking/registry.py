@@ -44,6 +44,7 @@ ROLLED_BACK_TAG = "promotion.rolled_back"
 CONTENT_KEY_TAG = "content_key"
 CODEBOOK_TAG = "codebook.version"
 LABEL_TAG = "label.definition"
+EXCLUDED_TAG = "training.excluded_columns"  # features the version was trained without ("none")
 ROW_HASHES_ARTIFACT = "registry/training_row_hashes.txt"
 # The registry's write lease (see ``registry_lease``): a holder renews it every LEASE_SECONDS / 6 and
 # stops writing when less than LEASE_MARGIN of it is left; one it stopped renewing (it died) is broken
@@ -433,6 +434,36 @@ def champion_version(tracking_uri: str, name: str) -> str:
     if version is None:
         raise PipelineError(f"no model '{name}@{CHAMPION}' in {tracking_uri}: run `heart-pipeline train` first")
     return version
+
+
+def alias_version(tracking_uri: str, name: str, alias: str) -> str:
+    """The version ``name@alias`` points at now (one exact version, so every figure names it)."""
+    import mlflow
+
+    if alias == CHAMPION:
+        return champion_version(tracking_uri, name)
+    with tracking_store(tracking_uri):
+        try:
+            return str(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(name, alias).version)
+        except mlflow.exceptions.MlflowException:
+            raise PipelineError(f"no model '{name}@{alias}' in {tracking_uri}; give --version N instead") from None
+
+
+VALIDATION_SITES_TAG = "validation.sites"
+
+
+def record_validation_tags(tracking_uri: str, name: str, version: str, site: str, tags: dict[str, str]) -> None:
+    """Tag a version with one site's external-validation figures and add the site to ``validation.sites``
+    (a comma-separated list of every site the version was validated on)."""
+    import mlflow
+
+    with tracking_store(tracking_uri):
+        client = mlflow.MlflowClient(tracking_uri)
+        current = client.get_model_version(name, version).tags.get(VALIDATION_SITES_TAG, "")
+        sites = [s for s in current.split(",") if s]
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(name, version, VALIDATION_SITES_TAG, ",".join(dict.fromkeys([*sites, site])))
 
 
 def predict_with_threshold(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
