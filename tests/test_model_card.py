@@ -47,7 +47,11 @@ def test_limitations_come_from_the_numbers() -> None:
     text = " | ".join(found)
     assert "under-predicts at va: mean predicted 0.39 against 0.75 observed" in text
     assert "ROC-AUC 0.710 against 0.910" in text and "finds 36% of patients with disease" in text
-    assert "sex female (n = 19)" in text and "trained on 297 patients" in text and "one site (cleveland)" in text
+    assert (
+        "sex female (n = 19)" in text
+        and "trained on 297 patients" in text
+        and "one site's patients (cleveland)" in text
+    )
     assert limitations(card(training={"rows": 5000, "sites": ["a", "b"]})) == []
 
 

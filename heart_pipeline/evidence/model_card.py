@@ -92,7 +92,8 @@ def limitations(card: ModelCard) -> list[str]:
         found.append(f"trained on {rows} patients: intervals are wide, and rare presentations are barely seen")
     sites = card.training.get("sites") or []
     if len(sites) <= 1:
-        found.append(f"trained at one site ({', '.join(sites) or 'unknown'}): other populations may differ")
+        where = sites[0] if sites else "one file without a site column"
+        found.append(f"trained on one site's patients ({where}): other populations may differ")
     if card.excluded_columns:
         found.append(f"trained without {', '.join(card.excluded_columns)}: it cannot use them where they are recorded")
     internal_auc = card.metrics.get("test_roc_auc")
@@ -145,9 +146,11 @@ def subgroup_rows(groups: Sequence[Mapping[str, Any]]) -> list[list[str]]:
 def card_sections(card: ModelCard) -> list[tuple[str, list[str] | list[list[str]]]]:
     """The card's sections in order: a heading and either paragraphs or a table (first row = header)."""
     t = card.training
+    sites = ", ".join(t.get("sites") or []) or "one file, no site column"
     training = [
         f"Source: {t.get('source', '-')} (SHA-256 {str(t.get('fingerprint', '-'))[:12]})",
-        f"Sites: {', '.join(t.get('sites') or []) or 'unknown'}; collected: {t.get('dates') or 'not stated'}",
+        f"Sites: {sites}; collected: {t.get('dates') or 'not stated'}",
+        f"Provenance: {t.get('provenance') or 'not recorded'}",
         f"Patients: {t.get('rows', '-')} ({t.get('rows_train', '-')} for training, {t.get('rows_test', '-')} held out)"
         f"; disease prevalence {t.get('prevalence', '-')}",
         f"Label: {card.label_definition} (codebook v{card.codebook_version})",

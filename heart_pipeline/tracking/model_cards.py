@@ -97,8 +97,8 @@ def gather_card(client: Any, settings: Settings, version: str) -> ModelCard:
         "rows_train": n_train,
         "rows_test": n_test,
         "prevalence": params.get("data.disease_share", "not recorded"),
-        "sites": [s for s in (params.get("data.sites") or "").split(",") if s]
-        or [Path(params.get("data.path", "-")).stem],
+        "sites": [s for s in (params.get("data.sites") or "").split(",") if s],
+        "provenance": run.data.tags.get("data.provenance", ""),
         "dates": run.data.tags.get("data.dates", ""),
     }
     codebook = load_codebook_for(settings)
