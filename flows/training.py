@@ -25,7 +25,7 @@ from heart_pipeline.tasks.register import register_model_task
 from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
-from heart_pipeline.tracking.registry import compare_runs_ui_url, experiment_ui_url, model_version_ui_url
+from heart_pipeline.tracking.registry import compare_runs_ui_url, experiment_ui_url, model_version_ui_url, run_ui_url
 
 
 @flow(
@@ -116,6 +116,9 @@ def publish_training_result(
             "run_url": t.ui_url,
             "version": t.version,
             "version_url": model_version_ui_url(settings.mlflow_ui_url, t.registered_model, t.version),
+            "model_card_url": run_ui_url(
+                settings.mlflow_ui_url, t.experiment_id, t.run_id, "model_card/model_card.html"
+            ),
             "registered_model": t.registered_model,
             "threshold": e.threshold,
             "metrics": e.metrics,

@@ -364,7 +364,9 @@ def report_link_markdown(logged: LoggedRun, report: ValidationReport, tracking_u
     server, else the file's path (browsers refuse file:// links from a web page)."""
     page = report.html_report_path or report.report_path
     if tracking_uri.startswith(("http://", "https://")):
-        return f"[Validation report in MLflow]({logged.ui_url}/artifacts/data_quality/{Path(str(page)).name})"
+        base = logged.ui_url.split("/#/")[0]
+        url = run_ui_url(base, logged.experiment_id, logged.run_id, f"data_quality/{Path(str(page)).name}")
+        return f"[Validation report in MLflow]({url})"
     where = markdown_text(page)
     return (
         f"Validation report: {where} (open the file in a browser); also in the MLflow run "

@@ -351,7 +351,8 @@ def training_summary_markdown(
         f"| {markdown_cell(m.get('name'))} | {_interval(m.get('metrics') or {}, 'test_roc_auc')} | "
         f"{_interval(m.get('metrics') or {}, 'test_recall')} | "
         f"{_interval(m.get('metrics') or {}, 'cv_roc_auc', 'cv_roc_auc_mean')} | {number(m.get('threshold'))} | "
-        f"[v{markdown_text(m.get('version'))}]({m.get('version_url', '')}) | [run]({m.get('run_url', '')}) |"
+        f"[v{markdown_text(m.get('version'))}]({m.get('version_url', '')}) | [run]({m.get('run_url', '')}) · "
+        f"[model card]({m.get('model_card_url', '')}) |"
         for m in models
     ]
     reasons = "\n".join(f"- {markdown_text(r)}" for r in promotion.get("reasons") or [])

@@ -198,8 +198,10 @@ def experiment_ui_url(ui_base: str, experiment_id: str) -> str:
     return f"{ui_base}/#/experiments/{experiment_id}/runs?{CLASSIC_VIEW}"
 
 
-def run_ui_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}?{CLASSIC_VIEW}"
+def run_ui_url(ui_base: str, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's page, or one of its artifacts opened in the run's artifact view."""
+    where = f"/artifacts/{quote(artifact)}" if artifact else ""
+    return f"{ui_base}/#/experiments/{experiment_id}/runs/{run_id}{where}?{CLASSIC_VIEW}"
 
 
 def model_version_ui_url(ui_base: str, name: str, version: str) -> str:
