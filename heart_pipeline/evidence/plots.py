@@ -353,7 +353,8 @@ def decision_curve_figure(curve: Sequence[Mapping[str, float]], threshold: float
 
 def png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    # "tight": long clinical labels push the axes right; the title and axis notes must not be cut off.
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
     return buffer.getvalue()
 
 
