@@ -29,7 +29,7 @@ run: install
 # Both tiers spread over every core (pytest-xdist). A file's tests stay on one worker (loadfile), so a
 # module's real store or served app is built once; each worker has its own Prefect test server.
 test: install lint typecheck  ## the full gate CI runs: lint, types, every test tier (real servers included)
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
 test-fast: install  ## pure functions only, no server: the inner loop (under a minute)
 	$(BIN)/python -m pytest -m "not e2e and not stack and not slow" -q -n auto
