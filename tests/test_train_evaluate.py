@@ -112,6 +112,7 @@ def test_fixed_threshold_labels_like_predict(prepared) -> None:
     np.testing.assert_array_equal(model.predict(prepared.x_test), (proba >= 0.3).astype(int))
 
 
+@pytest.mark.slow  # 100 refits of the LR pipeline
 def test_odds_ratios_read_as_clinical_contrasts_with_intervals(prepared) -> None:
     """Every drawn odds ratio names its column in words: a code against the reference code, a measured
     column per 1 SD in its unit; each has a 95% bootstrap interval."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-N_BOOTSTRAP = 200
+N_BOOTSTRAP = 100  # percentile intervals; each refit costs a full LR pipeline fit
 MAX_BOOTSTRAP_ROWS = 5000
 
 
