@@ -172,7 +172,8 @@ def token_guard(token: str | None) -> Callable[..., None]:
     def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if token is None:
             raise HTTPException(
-                status_code=403, detail=f"ingest is off: set {TOKEN_ENV} (or api.token in the config) to enable it"
+                status_code=403,
+                detail=f"ingest and launching are off: set {TOKEN_ENV} (or api.token in the config) to enable them",
             )
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(
@@ -183,7 +184,7 @@ def token_guard(token: str | None) -> Callable[..., None]:
 
 
 def ingest_router(state: ApiState) -> APIRouter:
-    """/ingest and /jobs/{id}: a CSV checked against the contract by a background job; needs the token."""
+    """/ingest and /jobs/{id}: a CSV checked against the contract (a job or a deployment run); needs the token."""
     router = APIRouter(dependencies=[Depends(token_guard(state.token))])
 
     @router.post(
