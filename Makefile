@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install run test test-fast lint typecheck format clean up down status serve reference-profile bench
+.PHONY: install run test test-fast lint typecheck format clean up down status serve reference-profile bench lab
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ status: install
 PORT ?= 8000
 serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `make run` first)
 	$(BIN)/heart-pipeline serve --port $(PORT)
+
+LAB_PORT ?= 6200
+lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) over notebooks/, the venv as its kernel (the `lab` extra, only here)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,lab]'
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir notebooks
 
 reference-profile: install  ## regenerate great_expectations/reference_profile.json from the bundled data
 	$(BIN)/python -m heart_pipeline.data_contract.reference_profile

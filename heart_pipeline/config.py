@@ -132,6 +132,7 @@ class ApiConfig(_Strict):
     max_records_per_request: int = Field(ge=1)
     max_errors_shown: int = Field(ge=1)
     token: str | None = Field(min_length=16)
+    max_running_launches: int = Field(ge=1)  # deployment runs the API started that are not finished (launches.py)
     ingest: IngestConfig
     example_patient: dict[str, int | float]
 

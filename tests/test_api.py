@@ -483,6 +483,7 @@ def test_ingest_runs_the_check_in_the_background(
     accepted = api.post("/ingest", content=clean_csv.read_bytes(), headers={**auth(), "content-type": "text/csv"})
     assert accepted.status_code == 202, accepted.text
     assert time.monotonic() - started < 5  # the flow is not run inside the request
+    assert accepted.json()["mode"] == "embedded"  # no Prefect API given to the app: a background check
     bad = api.post("/ingest", content=b"age,sex\n1,0\n", headers={**auth(), "content-type": "text/csv"})
     assert bad.status_code == 202
     passed = wait_for_job(api, accepted.json()["status_url"])

@@ -21,8 +21,9 @@ from heart_pipeline.config import Settings, load_codebook_for, load_settings_and
 from heart_pipeline.errors import ConfigError
 from heart_pipeline.serving.champion import ChampionCache
 from heart_pipeline.serving.ingest_jobs import IngestJobs, Retention
+from heart_pipeline.serving.launches import PrefectLauncher
 from heart_pipeline.serving.limits import BodySizeLimit, bounded_errors
-from heart_pipeline.serving.routes import TOKEN_ENV, ApiState, data_router, ingest_router, scoring_router
+from heart_pipeline.serving.routes import TOKEN_ENV, ApiState, data_router, ingest_router, runs_router, scoring_router
 from heart_pipeline.serving.schema import patient_model, patients_frame
 
 __all__ = ["TOKEN_ENV", "configured_token", "create_app"]
@@ -41,7 +42,14 @@ def configured_token(settings: Settings) -> str | None:
     return token
 
 
-def api_state(config_path: str | None) -> ApiState:
+def launcher_for(settings: Settings, config_path: str | None, prefect_api_url: str | None) -> PrefectLauncher | None:
+    """Deployment runs through Prefect when a Prefect API is given or set in PREFECT_API_URL; else None (embedded)."""
+    url = prefect_api_url or os.environ.get("PREFECT_API_URL")
+    config = str(Path(config_path).resolve()) if config_path else None  # the worker may start elsewhere
+    return PrefectLauncher(url, settings.api.max_running_launches, config) if url else None
+
+
+def api_state(config_path: str | None, prefect_api_url: str | None = None) -> ApiState:
     """Everything the endpoints share, from the config, the contract and the codebook."""
     settings, contract = load_settings_and_contract(config_path)
     feature_columns = [c for c in contract.columns if c != settings.data.target]
@@ -59,11 +67,14 @@ def api_state(config_path: str | None) -> ApiState:
         jobs=IngestJobs(settings, Retention(ingest.keep_last, ingest.max_age_days), ingest.max_running_jobs),
         runs_dir=settings.resolve(settings.outputs.runs_dir),
         token=configured_token(settings),
+        launcher=launcher_for(settings, config_path, prefect_api_url),
     )
 
 
-def create_app(config_path: str | None = None) -> FastAPI:
-    state = api_state(config_path)
+def create_app(config_path: str | None = None, prefect_api_url: str | None = None) -> FastAPI:
+    """The API over ``config_path``'s store. With a Prefect API (``prefect_api_url``, else PREFECT_API_URL)
+    /runs and /ingest start deployment runs through it; without one, /ingest checks run in the background."""
+    state = api_state(config_path, prefect_api_url)
     api = state.settings.api
     app = FastAPIOffline(
         title="heart-pipeline",
@@ -89,7 +100,7 @@ def create_app(config_path: str | None = None) -> FastAPI:
         # FastAPI's default handler echoes the input once per error: a 5 MB body made a 73 MB answer.
         return JSONResponse(status_code=422, content=bounded_errors(exc.errors(), api.max_errors_shown))
 
-    for router in (scoring_router(state), ingest_router(state), data_router(state)):
+    for router in (scoring_router(state), ingest_router(state), runs_router(state), data_router(state)):
         app.include_router(router)
     add_offline_redoc(app)
     return app

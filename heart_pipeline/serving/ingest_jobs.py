@@ -111,13 +111,32 @@ class IngestJobs:
     def discard(self, job_id: str) -> None:
         shutil.rmtree(self.inbox / job_id, ignore_errors=True)
 
-    def start(self, job_id: str) -> dict[str, Any]:
-        """Start the check of an upload in a child process; its outputs stay inside the job's folder."""
+    def prepare(self, job_id: str) -> tuple[Path, Path]:
+        """The job's upload and its config, whose outputs stay inside the job's folder (written here)."""
         folder = self.inbox / job_id
         config = self.settings.model_dump(mode="json")
         config["outputs"]["runs_dir"] = str(folder)
         (folder / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        state = {"id": job_id, "state": "running", "submitted_at": datetime.now(UTC).isoformat()}
+        return folder / UPLOAD_NAME, folder / CONFIG_NAME
+
+    def record_launch(self, job_id: str, launched: dict[str, Any]) -> dict[str, Any]:
+        """The job's check runs as a Prefect deployment run: its state is that run's (GET /runs/{id})."""
+        state = {
+            "id": job_id,
+            "state": "launched",
+            "mode": "prefect-deployment",
+            "submitted_at": datetime.now(UTC).isoformat(),
+            "flow_run_id": launched["flow_run_id"],
+            "ui_url": launched["ui_url"],
+        }
+        _write_json(self.inbox / job_id / STATE_NAME, state)
+        return state
+
+    def start(self, job_id: str) -> dict[str, Any]:
+        """Start the check of an upload in a child process; its outputs stay inside the job's folder."""
+        folder = self.inbox / job_id
+        self.prepare(job_id)
+        state = {"id": job_id, "state": "running", "mode": "embedded", "submitted_at": datetime.now(UTC).isoformat()}
         _write_json(folder / STATE_NAME, state)
         # The runner records the check's end itself, so a job's state survives a restart of the API.
         runner = [sys.executable, "-m", "heart_pipeline.serving.ingest_jobs", str(folder)]
@@ -182,7 +201,9 @@ class IngestJobs:
             if status is not None and status["state"] == "running":
                 continue
             too_old = now - folder.stat().st_mtime > self.retention.max_age_days * 86400
-            if index >= self.retention.keep_last or too_old:
+            # A launched check may still be waiting for a worker: only the age rule deletes its upload.
+            launched = status is not None and status["state"] == "launched"
+            if (index >= self.retention.keep_last and not launched) or too_old:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
         return removed

@@ -7,22 +7,30 @@ at start-up, so the routes cannot be module-level). ``heart_pipeline.serving.app
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from heart_pipeline.config import Settings
 from heart_pipeline.serving.champion import ChampionCache, probe
 from heart_pipeline.serving.ingest_jobs import IngestJobs, public_paths
+from heart_pipeline.serving.launches import LAUNCHABLE, DataQualityParameters, LaunchRefused, PrefectLauncher
 from heart_pipeline.serving.schema import Prediction, PredictionResponse, patients_body, patients_frame
 from heart_pipeline.tracking.registry import predict_with_threshold
 
 TOKEN_ENV = "HEART_PIPELINE_API_TOKEN"
+EMBEDDED = "embedded"
+# The flows POST /runs/{flow} can start: one member per LAUNCHABLE entry, so the docs list them.
+LaunchableFlow = Enum("LaunchableFlow", {name: name for name in LAUNCHABLE}, type=str)  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class ApiState:
     jobs: IngestJobs
     runs_dir: Path
     token: str | None
+    launcher: PrefectLauncher | None  # None: no Prefect API configured, the API runs checks itself (embedded)
 
 
 def count_rows(path: Path) -> int:
@@ -163,7 +172,8 @@ def token_guard(token: str | None) -> Callable[..., None]:
     def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if token is None:
             raise HTTPException(
-                status_code=403, detail=f"ingest is off: set {TOKEN_ENV} (or api.token in the config) to enable it"
+                status_code=403,
+                detail=f"ingest and launching are off: set {TOKEN_ENV} (or api.token in the config) to enable them",
             )
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(
@@ -174,9 +184,8 @@ def token_guard(token: str | None) -> Callable[..., None]:
 
 
 def ingest_router(state: ApiState) -> APIRouter:
-    """/ingest and /jobs/{id}: a CSV checked against the contract by a background job; needs the token."""
+    """/ingest and /jobs/{id}: a CSV checked against the contract (a job or a deployment run); needs the token."""
     router = APIRouter(dependencies=[Depends(token_guard(state.token))])
-    jobs, limits = state.jobs, state.settings.api.ingest
 
     @router.post(
         "/ingest",
@@ -186,45 +195,150 @@ def ingest_router(state: ApiState) -> APIRouter:
             401: {"description": "missing or wrong bearer token"},
             403: {"description": "ingest is off: no token configured"},
             413: {"description": "CSV above data.max_file_mb"},
-            429: {"description": "api.ingest.max_running_jobs checks are already running"},
+            429: {"description": "api.ingest.max_running_jobs checks (api.max_running_launches runs) are running"},
         },
     )
     async def ingest(request: Request) -> dict[str, Any]:
-        """Upload a CSV (the request body, text/csv). It is streamed to disk and checked against the data
-        contract by a background `heart-pipeline validate`; the answer is at once, with the job's status
-        URL. Needs the bearer token. Old uploads are deleted by the `api.ingest` retention rule."""
-        if not jobs.reserve():
-            raise HTTPException(
-                status_code=429,
-                detail=f"{limits.max_running_jobs} checks are running; try again later",
-                headers={"Retry-After": "30"},
-            )
-        try:
-            job_id, size = await jobs.store(request.stream())
-            if size == 0:
-                jobs.discard(job_id)
-                raise HTTPException(status_code=422, detail="the request body must be a CSV file")
-        except BaseException:
-            jobs.release()
-            raise
-        started = jobs.start(job_id)
-        removed = jobs.enforce_retention()
-        return {
-            "job_id": job_id,
-            "state": started["state"],
-            "bytes": size,
-            "status_url": str(request.url_for("job_status", job_id=job_id).path),
-            "uploads_deleted_by_retention": len(removed),
-        }
+        """Upload a CSV (the request body, text/csv), streamed to disk and checked against the data contract:
+        with a Prefect API, by a `heart-data-quality` deployment run (it shows in the Prefect UI; follow it at
+        /runs/{id}); without one, by a background `heart-pipeline validate`. The answer is at once, with the
+        job's status URL and the mode that served it. Needs the bearer token. Old uploads are deleted by the
+        `api.ingest` retention rule."""
+        return await ingest_response(state, request)
 
     @router.get("/jobs/{job_id}", responses={404: {"description": "no such job"}})
     def job_status(job_id: str) -> dict[str, Any]:
         """The state of an /ingest check: running, passed (with the data-quality summary), failed (with the
         one-line reason naming rows, column and rule), or interrupted (the API stopped while it ran)."""
-        status = jobs.status(job_id)
+        status = state.jobs.status(job_id)
         if status is None:
             raise HTTPException(status_code=404, detail="no such job")
         return status
+
+    return router
+
+
+async def ingest_response(state: ApiState, request: Request) -> dict[str, Any]:
+    jobs, limits = state.jobs, state.settings.api.ingest
+    embedded = state.launcher is None
+    # Embedded checks run here: their place is taken before the upload streams in (Prefect runs are
+    # bounded by api.max_running_launches instead).
+    if embedded and not jobs.reserve():
+        raise HTTPException(
+            status_code=429,
+            detail=f"{limits.max_running_jobs} checks are running; try again later",
+            headers={"Retry-After": "30"},
+        )
+    try:
+        job_id, size = await jobs.store(request.stream())
+        if size == 0:
+            jobs.discard(job_id)
+            raise HTTPException(status_code=422, detail="the request body must be a CSV file")
+    except BaseException:
+        if embedded:
+            jobs.release()
+        raise
+    job_url = str(request.url_for("job_status", job_id=job_id).path)
+    if state.launcher is None:
+        started, status_url = jobs.start(job_id), job_url
+    else:
+        started = await run_in_threadpool(launch_ingest_check, state, job_id)
+        status_url = f"/runs/{started['flow_run_id']}"
+    removed = jobs.enforce_retention()
+    return {
+        "job_id": job_id,
+        "mode": started["mode"],
+        "state": started["state"],
+        "bytes": size,
+        "status_url": status_url,
+        "job_url": job_url,
+        **({"flow_run_id": started["flow_run_id"], "ui_url": started["ui_url"]} if "flow_run_id" in started else {}),
+        "uploads_deleted_by_retention": len(removed),
+    }
+
+
+def launch_ingest_check(state: ApiState, job_id: str) -> dict[str, Any]:
+    """A `heart-data-quality` deployment run on the stored upload, writing into the job's folder."""
+    assert state.launcher is not None
+    upload, config = state.jobs.prepare(job_id)
+    parameters = DataQualityParameters.model_validate({"data_path": str(upload)}, context={"settings": state.settings})
+    try:
+        launched = state.launcher.launch("data-quality", parameters, str(config))
+    except LaunchRefused as exc:
+        state.jobs.discard(job_id)
+        raise refusal(exc) from None
+    return state.jobs.record_launch(job_id, launched)
+
+
+def refusal(exc: LaunchRefused) -> HTTPException:
+    headers = {"Retry-After": "30"} if exc.status_code == 429 else None
+    return HTTPException(status_code=exc.status_code, detail=exc.detail, headers=headers)
+
+
+def no_prefect_api() -> HTTPException:
+    return HTTPException(
+        status_code=503,
+        detail={
+            "mode": EMBEDDED,
+            "reason": "no Prefect API is configured: set PREFECT_API_URL (make up) to launch runs",
+        },
+    )
+
+
+def launch_response(state: ApiState, flow: str, body: dict[str, Any] | None) -> JSONResponse:
+    """Validate the parameters (nothing starts on a 422), then create a deployment run and answer at once."""
+    launchable = LAUNCHABLE[flow]
+    try:
+        parameters = launchable.parameters.model_validate(body or {}, context={"settings": state.settings})
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+    if state.launcher is None:
+        raise no_prefect_api()
+    try:
+        launched = state.launcher.launch(flow, parameters)
+    except LaunchRefused as exc:
+        raise refusal(exc) from None
+    answer = {**launched, "status_url": f"/runs/{launched['flow_run_id']}"}
+    return JSONResponse(status_code=202, content=public_paths(answer, state.runs_dir))
+
+
+def run_status_response(state: ApiState, flow_run_id: UUID) -> dict[str, Any]:
+    if state.launcher is None:
+        raise no_prefect_api()
+    status = state.launcher.status(flow_run_id)
+    if status is None:
+        raise HTTPException(status_code=404, detail="no run of a launchable deployment has this id")
+    return dict(public_paths(status, state.runs_dir))
+
+
+LAUNCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong bearer token"},
+    403: {"description": "launching is off: no token configured"},
+    422: {"description": "invalid parameters (a data_path outside the data or ingest folder, an unknown field)"},
+    429: {"description": "api.max_running_launches runs started by the API are not finished"},
+    503: {"description": "no Prefect API configured (embedded mode), or the deployment is not deployed"},
+}
+
+
+def runs_router(state: ApiState) -> APIRouter:
+    """POST /runs/{flow} and GET /runs/{id}: deployment runs started through Prefect; needs the token."""
+    router = APIRouter(dependencies=[Depends(token_guard(state.token))])
+
+    @router.post("/runs/{flow}", status_code=202, responses=LAUNCH_RESPONSES)
+    def launch(flow: LaunchableFlow, parameters: Annotated[dict[str, Any] | None, Body()] = None) -> JSONResponse:
+        """Start a flow run of that flow's deployment (prefect.yaml) with these parameters, through the
+        Prefect API; the answer is at once (202) with its id, state and Prefect UI link. Parameters:
+        training: data_path, models, seed, disease_label; data-quality: data_path, disease_label;
+        batch-scoring: data_path (required). A data_path must be a file inside the data folder or the
+        ingest folder. Needs the bearer token and a Prefect API (PREFECT_API_URL)."""
+        return launch_response(state, flow.value, parameters)
+
+    @router.get("/runs/{flow_run_id}", responses={404: {"description": "no such launchable run"}})
+    def run_status(flow_run_id: UUID) -> dict[str, Any]:
+        """A launched run's state; once finished, its summary (for training, the champion decision), its
+        artifacts' descriptions and, when it failed, its one-line reason."""
+        return run_status_response(state, flow_run_id)
 
     return router
 
