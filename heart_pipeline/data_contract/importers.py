@@ -27,6 +27,7 @@ import pandas as pd
 from heart_pipeline.caching import fingerprint_bytes
 from heart_pipeline.data_contract.codebook import Codebook, ForeignCoding, placeholders_to_missing
 from heart_pipeline.data_contract.files import read_input_bytes, write_atomic
+from heart_pipeline.data_contract.reading import is_number
 from heart_pipeline.errors import DataError, cell
 
 MAX_LINES_LISTED = 5
@@ -194,19 +195,11 @@ def _split_records(text: str, separator: str | None) -> tuple[list[list[str]], l
     return [r for r, _ in pairs], [n for _, n in pairs]
 
 
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_header(record: list[str], markers: list[str]) -> bool:
     """A header is mostly names: at least half of its filled fields are neither numbers nor missing
     markers (a data row with one bad cell is still a data row, reported as such)."""
     filled = [f for f in record if f and f not in markers]
-    names = sum(not _is_number(f) for f in filled)
+    names = sum(not is_number(f) for f in filled)
     return bool(filled) and names * 2 >= len(filled)
 
 

@@ -30,7 +30,8 @@ class ParsedTable:
     cells_truncated: int
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """A field that reads as a number (a header line has fields that do not)."""
     try:
         float(text)
     except ValueError:
@@ -62,7 +63,7 @@ def check_header(header: list[str], first_line: str, source: str, expected: list
             "`heart-pipeline convert --from uci`"
         )
     present = [f for f in header if f and f not in na_values]
-    if present and all(_is_number(f) for f in present):
+    if present and all(is_number(f) for f in present):
         raise DataError(
             f"{source}: no header row (the first line is all numbers: {cell(first_line, 60)}); expected "
             f"{expected_text}; convert UCI files with `heart-pipeline convert --from uci`"
