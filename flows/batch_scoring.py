@@ -62,6 +62,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
         "placeholders_read_as_missing": dataset.placeholders_read_as_missing,
         "imputed_shares": scored.imputed_shares,
         "warnings": scored.warnings,
+        "monitoring": scored.monitoring,
     }
     create_markdown_artifact(
         key="heart-batch-scoring-summary",

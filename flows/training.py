@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from heart_pipeline.config import Settings, load_settings_and_contract
 from heart_pipeline.data_contract.contract import without_columns
@@ -25,7 +26,13 @@ from heart_pipeline.tasks.register import register_model_task
 from heart_pipeline.tasks.track import EVIDENCE_TAG, log_model_run_task, log_validation_run_task
 from heart_pipeline.tasks.train import train_model_task
 from heart_pipeline.tasks.validate import apply_gate_task, save_validation_task, validate_dataset_task
-from heart_pipeline.tracking.registry import compare_runs_ui_url, experiment_ui_url, model_version_ui_url, run_ui_url
+from heart_pipeline.tracking.registry import (
+    TRIGGERED_BY_TAG,
+    compare_runs_ui_url,
+    experiment_ui_url,
+    model_version_ui_url,
+    run_ui_url,
+)
 
 
 @flow(
@@ -33,7 +40,7 @@ from heart_pipeline.tracking.registry import compare_runs_ui_url, experiment_ui_
     flow_run_name=training_run_name,
     **FAILURE_HOOKS,
 )
-def heart_training(
+def heart_training(  # noqa: PLR0913 - a deployment's parameters are its interface (prefect.yaml, the API, the trigger)
     data_path: str | None = None,
     models: list[str] | None = None,
     seed: int | None = None,
@@ -41,6 +48,7 @@ def heart_training(
     disease_label: int | None = None,
     dask_address: str | None = None,
     exclude_columns: list[str] | None = None,
+    triggered_by: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and register Logistic Regression and Random Forest on a validated CSV.
 
@@ -49,7 +57,9 @@ def heart_training(
     (a scheduler address, or "auto": DASK_SCHEDULER_ADDRESS else a local cluster) the CV folds and the
     forest's trees run on that Dask cluster. ``exclude_columns`` (with training.exclude_columns): features
     the models are trained without, e.g. a column a site never records; their values are not judged, and
-    the version is tagged with them (training.excluded_columns).
+    the version is tagged with them (training.excluded_columns). ``triggered_by`` says what started the
+    run when it was not a person or the schedule (prefect.yaml's drift trigger fills it from the event);
+    it is tagged on the flow run and on every MLflow run.
     """
     settings, contract = load_settings_and_contract(config_path)
     settings = settings.with_disease_label(disease_label).without_columns(exclude_columns)
@@ -58,6 +68,9 @@ def heart_training(
     seed = settings.split.seed if seed is None else seed
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-training", flow_run_id())
     run_tags = {"prefect.flow_run_id": flow_run_id()}
+    if triggered_by:
+        announce_trigger(triggered_by)
+        run_tags[TRIGGERED_BY_TAG] = triggered_by[:500]
 
     dataset = load_dataset_task(settings.resolve(data_path or settings.data.path), settings, contract.columns)
     tag_flow_run(f"data:{dataset.fingerprint[:8]}")
@@ -78,6 +91,18 @@ def heart_training(
     decision = promote_best_model_task(tracked, evaluations, prepared, settings)
     publish_model_cards_task([t.version for t in tracked], settings)
     return publish_training_result(tracked, evaluations, decision, report, dataset.fingerprint, run_dir, settings)
+
+
+def announce_trigger(triggered_by: str) -> None:
+    """Say on the flow run what started it: a tag to filter by, a log line, and a link artifact back to
+    the monitoring run when the trigger's text carries its address."""
+    tag_flow_run("triggered-by-event")
+    get_run_logger().info("Started by %s", triggered_by[:500])
+    link = re.search(r"https?://\S+?(?=[)\s]|$)", triggered_by)
+    if link:
+        create_link_artifact(
+            key="triggered-by", link=link.group(0), link_text="the monitoring run", description=triggered_by[:500]
+        )
 
 
 def train_and_evaluate(

@@ -152,6 +152,14 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         )
 
 
+def _monitor(args: argparse.Namespace) -> dict[str, Any]:
+    with _flow_environment(args.config, None) as ready:
+        from heart_pipeline.flows.monitoring import heart_monitoring
+
+        ready()
+        return _call_flow(heart_monitoring, config_path=_absolute(args.config))
+
+
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     with _flow_environment(args.config, args.data[0]) as ready:
         from heart_pipeline.flows.external_validation import heart_external_validation
@@ -363,6 +371,12 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
             DISEASE_LABEL_OPTION,
         ],
     ),
+    "monitor": (
+        "judge the batches scored since the last monitoring run against the champion's training data: "
+        "verdict ok, drift or performance drop, an offline HTML report, and a Prefect event on drift",
+        _monitor,
+        [CONFIG_OPTION],
+    ),
     "rollback": (
         "move @champion back to the version it replaced",
         _rollback,
@@ -473,6 +487,8 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
     }
     if command in summaries:
         return summaries[command](result)
+    if command == "monitor":
+        return "\n".join([result["headline"], *result["details"], *result["notes"], f"report: {result['report']}"])
     if command == "card":
         return f"Model card of v{result['version']}: {result['html']} (and {Path(result['markdown']).name})"
     if command == "doctor":

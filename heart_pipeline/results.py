@@ -217,6 +217,7 @@ class ScoringResult:
     copied_to: str | None
     imputed_shares: dict[str, float] = field(default_factory=dict)  # per column the model reads
     warnings: list[str] = field(default_factory=list)  # "ca imputed for 99% of rows: ..."
+    monitoring: str = ""  # "batch of 303 rows recorded for monitoring (MLflow run ...)", or why not
 
     @property
     def where(self) -> Path:

@@ -36,6 +36,7 @@ from heart_pipeline.evidence.plots import (
 from heart_pipeline.evidence.subgroups import (
     subgroup_warnings,
 )
+from heart_pipeline.monitoring.record import record_scored_batch_safely
 from heart_pipeline.operations.runtime import retry_unless_pipeline_error
 from heart_pipeline.results import ExternalValidation, ValidationReport
 from heart_pipeline.tasks.evaluate import subgroups_of, write_subgroups
@@ -259,6 +260,20 @@ def evaluate_site_task(
     record, predictions = evaluate_site(model, kept, context, settings)
     record = write_site_outputs(record, predictions, site_figures(record, predictions, settings.data.target), out_dir)
     logger = get_run_logger()
+    # A labelled batch: the monitor judges its discrimination and calibration, not only its drift.
+    target = settings.data.target
+    logger.info(
+        "%s",
+        record_scored_batch_safely(
+            settings,
+            context.version,
+            kept.drop(columns=[target]),
+            predictions["probability"].to_numpy(),
+            kept[target].astype(int).to_numpy(),
+            f"external-validation:{context.site}",
+            record.imputed_shares,
+        ),
+    )
     m = record.metrics
     logger.info(
         "%s: %d of %d rows scored, ROC-AUC %.3f [%.3f, %.3f], mean predicted %.2f vs observed %.2f",

@@ -20,6 +20,7 @@ from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.data_contract.contract import Contract, without_coding_check
 from heart_pipeline.data_contract.files import write_csv_for_people
 from heart_pipeline.data_contract.recorded import imputation_warnings, imputed_shares
+from heart_pipeline.monitoring.record import record_scored_batch_safely
 from heart_pipeline.operations.runtime import retry_unless_pipeline_error
 from heart_pipeline.results import ScoringResult
 from heart_pipeline.tasks.load import Dataset, load_dataset, read_placeholders_as_missing, split_off_column
@@ -104,9 +105,16 @@ def score_patients_task(
     predictions = score_rows(model, patients, feature_columns, version)
     path, copied = write_predictions(predictions, out_dir, out_path)
     shares, warnings = imputation_report(model, patients, settings)
-    result = ScoringResult(str(path), len(predictions), version, str(copied) if copied else None, shares, warnings)
+    features = patients[feature_columns]
+    monitoring = record_scored_batch_safely(
+        settings, version, features, predictions["probability"].to_numpy(), None, "batch-scoring", shares
+    )
+    result = ScoringResult(
+        str(path), len(predictions), version, str(copied) if copied else None, shares, warnings, monitoring
+    )
     logger = get_run_logger()
     logger.info("Scored %d rows with %s v%s -> %s", result.rows_scored, name, version, result.where)
+    logger.info("%s", monitoring)
     for warning in warnings:
         logger.warning("%s", warning)
     return result

@@ -9,15 +9,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prefect import task
 
-from heart_pipeline.config import Settings
+from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.evidence.render import markdown_text
+from heart_pipeline.monitoring.drift import training_profile
 from heart_pipeline.results import DatasetSummary, Evaluation, LoggedRun, ValidationReport
 from heart_pipeline.tasks.preprocess import PreparedData
 from heart_pipeline.tasks.train import TrainedModel
 from heart_pipeline.tracking.registry import (
     FLOW_RUN_TAG,
+    TRAINING_PROFILE_ARTIFACT,
     ensure_experiment,
     model_signature,
     pinned_requirements,
@@ -176,7 +179,7 @@ def log_model_run(
         tags=run_tags,
         description=run_note(evaluation, dataset, prefect_link, evidence),
     ) as run:
-        log_run_contents(trained, evaluation, dataset, report, prepared)
+        log_run_contents(trained, evaluation, dataset, report, prepared, list(load_codebook_for(settings).columns))
         log_training_input(run.info.run_id, dataset, prepared.n_train, signature, tracking_uri)
         info = log_model_artifact(trained, signature, prepared)
     return LoggedRun(
@@ -239,8 +242,10 @@ def log_run_contents(
     dataset: DatasetSummary,
     report: ValidationReport,
     prepared: PreparedData,
+    coded_columns: list[str],
 ) -> None:
-    """Params, metrics, plots, the CV scores and the gate's summary into the active run."""
+    """Params, metrics, plots, the CV scores, the gate's summary and the monitoring reference into the
+    active run."""
     import mlflow
 
     mlflow.log_params(run_params(trained, evaluation, dataset, report, prepared))
@@ -259,6 +264,17 @@ def log_run_contents(
     mlflow.log_dict(cv, "metrics/cv_scores.json")
     # The full validation report is logged once per flow run (the data-quality run), not per model.
     mlflow.log_dict(report.summary(), "data_quality/validation_summary.json")
+    mlflow.log_dict(monitoring_reference(trained, prepared, coded_columns), TRAINING_PROFILE_ARTIFACT)
+
+
+def monitoring_reference(trained: TrainedModel, prepared: PreparedData, coded_columns: list[str]) -> dict[str, Any]:
+    """What monitoring compares scored batches with: the training rows' shares per column and the model's
+    risk on patients it did not see (out-of-fold; the held-out rows when the threshold was fixed)."""
+    risk = trained.out_of_fold_risk
+    if risk is None:
+        risk = trained.model.predict_proba(prepared.x_test.astype("float64"))[:, 1]
+    source = f"{trained.name} training rows ({prepared.n_train})"
+    return training_profile(prepared.x_train, coded_columns, np.asarray(risk), source)
 
 
 def log_model_artifact(trained: TrainedModel, signature: Any, prepared: PreparedData) -> Any:

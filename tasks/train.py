@@ -28,6 +28,9 @@ class TrainedModel:
     n_train: int
     threshold: float
     threshold_note: str
+    # Out-of-fold predicted risk of the training rows (None with a fixed threshold): how the model
+    # rates patients it did not see, the reference monitoring compares scored batches with.
+    out_of_fold_risk: np.ndarray | None = None
 
 
 def build_model(name: str, params: dict[str, Any], groups: FeatureGroups, seed: int) -> Pipeline:
@@ -44,16 +47,19 @@ def youden_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
 
 def choose_threshold(
     model: Pipeline, x: pd.DataFrame, y: pd.Series, policy: ThresholdConfig, n_splits: int, seed: int
-) -> tuple[float, str]:
-    """The decision threshold and how it was chosen. Only training rows are used, never the test set."""
+) -> tuple[float, str, np.ndarray | None]:
+    """The decision threshold, how it was chosen, and the out-of-fold risk it was chosen on (None for a
+    fixed threshold). Only training rows are used, never the test set."""
     if policy.strategy == "fixed":
-        return policy.value, f"{policy.value:g}: fixed in config (threshold.value)"
+        return policy.value, f"{policy.value:g}: fixed in config (threshold.value)", None
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     out_of_fold = cross_val_predict(one_job_inside(model), x, y, cv=folds, method="predict_proba")[:, 1]
     threshold = youden_threshold(y.to_numpy(), out_of_fold)
-    return threshold, (
+    return (
+        threshold,
         f"{threshold:.3f}: maximises Youden's J (sensitivity + specificity - 1) on {n_splits}-fold "
-        "out-of-fold predictions of the training rows; the test set was not used"
+        "out-of-fold predictions of the training rows; the test set was not used",
+        out_of_fold,
     )
 
 
@@ -63,12 +69,12 @@ def train_model(name: str, prepared: PreparedData, settings: Settings, seed: int
     params = settings.hyperparameters(name)
     pipeline = build_model(name, params, without(settings.features, settings.training.exclude_columns), seed)
     x_train, y_train = prepared.x_train, prepared.y_train
-    threshold, note = choose_threshold(
+    threshold, note, out_of_fold = choose_threshold(
         pipeline, x_train, y_train, settings.threshold, settings.cross_validation.n_splits, seed
     )
     model = FixedThresholdClassifier(pipeline, threshold=threshold, response_method="predict_proba")
     model.fit(x_train, y_train)
-    return TrainedModel(name, model, params, seed, len(x_train), threshold, note)
+    return TrainedModel(name, model, params, seed, len(x_train), threshold, note, out_of_fold)
 
 
 def train_model_on(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,55 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess
     return subprocess.run(
         [str(BIN / "heart-pipeline"), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def prefect_env(api_url: str, home: Path) -> dict[str, str]:
+    """The environment of `prefect` CLI calls and workers against the session's server."""
+    from heart_pipeline.config import PROJECT_ROOT
+
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(home),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # the worker polls often, so the test is quick
+        "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step: {{ $PWD }} at deploy time
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)  # runs log to the config's private store
+    return env
+
+
+def prefect_cli(env: dict[str, str], *args: str) -> None:
+    from heart_pipeline.config import PROJECT_ROOT
+
+    result = subprocess.run(
+        [str(BIN / "prefect"), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+@contextmanager
+def process_worker(env: dict[str, str], pool: str, log_path: Path) -> Iterator[None]:
+    """A real process worker polling ``pool`` for the block; stopped with its children after."""
+    import psutil
+
+    from heart_pipeline.config import PROJECT_ROOT
+
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield
+        finally:
+            tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            for member in tree:
+                member.terminate()
+            _, alive = psutil.wait_procs(tree, timeout=20)
+            for member in alive:
+                member.kill()

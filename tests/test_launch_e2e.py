@@ -6,46 +6,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from fastapi.testclient import TestClient
 
-from heart_pipeline.config import PROJECT_ROOT, load_config
+from heart_pipeline.config import load_config
 from heart_pipeline.serving.app import TOKEN_ENV, create_app
 from heart_pipeline.serving.launches import LAUNCH_TAG
-from tests.helpers import BIN, write_test_config
+from tests.helpers import prefect_cli, prefect_env, process_worker, write_test_config
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "a-test-token-of-enough-length"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def prefect_env(api_url: str, home: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": api_url,
-        "PREFECT_HOME": str(home),
-        "PREFECT_WORKER_QUERY_SECONDS": "2",  # the worker polls often, so the test is quick
-        "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step: {{ $PWD }} at deploy time
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)  # runs log to the config's private store
-    return env
-
-
-def prefect_cli(env: dict[str, str], *args: str) -> None:
-    result = subprocess.run(
-        [str(BIN / "prefect"), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +33,8 @@ def worker(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     pool = load_config().prefect.work_pool
     prefect_cli(env, "work-pool", "create", pool, "--type", "process", "--overwrite")
     prefect_cli(env, "--no-prompt", "deploy", "--name", "heart-training", "--name", "heart-data-quality")
-    log = (tmp_path_factory.mktemp("worker-log") / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
+    with process_worker(env, pool, tmp_path_factory.mktemp("worker-log") / "worker.log"):
         yield prefect_server
-    finally:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-        for member in tree:
-            member.terminate()
-        _, alive = psutil.wait_procs(tree, timeout=20)
-        for member in alive:
-            member.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -389,6 +389,7 @@ def scoring_summary_markdown(result: Mapping[str, Any]) -> str:
         ("Copied to", result.get("copied_to")),
         ("Quarantined rows (not scored), with rule and value", result.get("quarantine_path")),
         ("Validation report", result.get("validation_report")),
+        ("Monitoring", result.get("monitoring")),
     ]
     return (
         f"# heart-batch-scoring: {result.get('rows_scored')} of {result.get('rows_in')} patients scored\n\n"

@@ -64,6 +64,11 @@ def scoring_run_name() -> str:
     return run_name("score")
 
 
+def monitoring_run_name() -> str:
+    """``monitor-<time>`` (a monitoring run reads the store, not a file)."""
+    return f"monitor-{datetime.now(UTC):%m%d-%H%M%S}"
+
+
 def external_validation_run_name() -> str:
     """``external-<first file's sha256[:8]>-<time>`` (the flow takes a list of files)."""
     from prefect.runtime import flow_run

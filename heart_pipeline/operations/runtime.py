@@ -25,6 +25,13 @@ def flow_run_id() -> str:
     return str(flow_run.id or "local")
 
 
+def flow_run_ui_url() -> str | None:
+    """The current flow run's page in the Prefect UI (None outside a run or without a UI)."""
+    from prefect.runtime import flow_run
+
+    return flow_run.ui_url
+
+
 def tag_flow_run(tag: str) -> None:
     """Add ``tag`` to the current flow run, for filtering in the UI (one API call).
 

@@ -8,6 +8,8 @@ so they work with no internet.
 """
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import fastapi_offline
@@ -25,6 +27,7 @@ from heart_pipeline.serving.launches import PrefectLauncher
 from heart_pipeline.serving.limits import BodySizeLimit, bounded_errors
 from heart_pipeline.serving.routes import TOKEN_ENV, ApiState, data_router, ingest_router, runs_router, scoring_router
 from heart_pipeline.serving.schema import patient_model, patients_frame
+from heart_pipeline.serving.window import PredictionWindow
 
 __all__ = ["TOKEN_ENV", "configured_token", "create_app"]
 
@@ -68,6 +71,7 @@ def api_state(config_path: str | None, prefect_api_url: str | None = None) -> Ap
         runs_dir=settings.resolve(settings.outputs.runs_dir),
         token=configured_token(settings),
         launcher=launcher_for(settings, config_path, prefect_api_url),
+        window=PredictionWindow(settings),
     )
 
 
@@ -76,7 +80,14 @@ def create_app(config_path: str | None = None, prefect_api_url: str | None = Non
     /runs and /ingest start deployment runs through it; without one, /ingest checks run in the background."""
     state = api_state(config_path, prefect_api_url)
     api = state.settings.api
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.window.close()  # the last, partial window is recorded too
+
     app = FastAPIOffline(
+        lifespan=lifespan,
         title="heart-pipeline",
         version="1",
         description=(

@@ -25,6 +25,7 @@ from heart_pipeline.serving.champion import ChampionCache, probe
 from heart_pipeline.serving.ingest_jobs import IngestJobs, public_paths
 from heart_pipeline.serving.launches import LAUNCHABLE, DataQualityParameters, LaunchRefused, PrefectLauncher
 from heart_pipeline.serving.schema import Prediction, PredictionResponse, patients_body, patients_frame
+from heart_pipeline.serving.window import PredictionWindow
 from heart_pipeline.tracking.registry import predict_with_threshold
 
 TOKEN_ENV = "HEART_PIPELINE_API_TOKEN"
@@ -46,6 +47,7 @@ class ApiState:
     runs_dir: Path
     token: str | None
     launcher: PrefectLauncher | None  # None: no Prefect API configured, the API runs checks itself (embedded)
+    window: PredictionWindow  # /predict's records, recorded for monitoring a window at a time
 
 
 def count_rows(path: Path) -> int:
@@ -113,7 +115,9 @@ def predict_response(state: ApiState, patients: Any) -> PredictionResponse:
     """Score one record or a list with the serving champion, at the model's own threshold."""
     records = patients if isinstance(patients, list) else [patients]
     model, version = state.champion.serving()
-    probabilities, labels = predict_with_threshold(model, patients_frame(records, state.feature_columns))
+    frame = patients_frame(records, state.feature_columns)
+    probabilities, labels = predict_with_threshold(model, frame)
+    state.window.add(version, frame, probabilities)
     return PredictionResponse(
         registered_model=state.settings.mlflow.registered_model,
         model_version=version,

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from heart_pipeline.config import Settings, load_codebook_for
@@ -22,6 +21,7 @@ from heart_pipeline.tracking.registry import (
     CODEBOOK_TAG,
     DECISION_TAG,
     current_champion,
+    run_artifact_text,
     tracking_store,
 )
 
@@ -33,20 +33,9 @@ METRICS_ARTIFACT = "metrics/metrics.csv"
 VALIDATION_TAG_PREFIX = "validation."  # validation.<site>.<metric> on the version: its external validations
 
 
-def _artifact_text(client: Any, run_id: str, path: str) -> str | None:
-    """An artifact's text, or None when the run has none at that path."""
-    import tempfile
-
-    folder, _, name = path.rpartition("/")
-    if name not in {Path(a.path).name for a in client.list_artifacts(run_id, folder or None)}:
-        return None
-    with tempfile.TemporaryDirectory() as directory:
-        return Path(client.download_artifacts(run_id, path, directory)).read_text(encoding="utf-8")
-
-
 def full_metrics(client: Any, run: Any) -> dict[str, float]:
     """Every metric of the version's evaluation, intervals included (metrics.csv), else the run's metrics."""
-    text = _artifact_text(client, run.info.run_id, METRICS_ARTIFACT)
+    text = run_artifact_text(client, run.info.run_id, METRICS_ARTIFACT)
     metrics = dict(run.data.metrics)
     if text:
         row = next(csv.DictReader(io.StringIO(text)), {})
@@ -88,7 +77,7 @@ def gather_card(client: Any, settings: Settings, version: str) -> ModelCard:
     entry = client.get_model_version(name, version)
     run = client.get_run(entry.run_id)
     params, tags = run.data.params, dict(entry.tags)
-    subgroups = json.loads(_artifact_text(client, entry.run_id, SUBGROUPS_ARTIFACT) or "[]")
+    subgroups = json.loads(run_artifact_text(client, entry.run_id, SUBGROUPS_ARTIFACT) or "[]")
     n_train, n_test = params.get("split.n_train"), params.get("split.n_test")
     training = {
         "source": params.get("data.path", "-"),

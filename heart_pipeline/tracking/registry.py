@@ -46,6 +46,8 @@ CODEBOOK_TAG = "codebook.version"
 LABEL_TAG = "label.definition"
 EXCLUDED_TAG = "training.excluded_columns"  # features the version was trained without ("none")
 ROW_HASHES_ARTIFACT = "registry/training_row_hashes.txt"
+TRIGGERED_BY_TAG = "heart.triggered_by"  # what started a run that no person started (a monitoring event)
+TRAINING_PROFILE_ARTIFACT = "monitoring/training_profile.json"  # per column shares and risk of the training rows
 # The registry's write lease (see ``registry_lease``): a holder renews it every LEASE_SECONDS / 6 and
 # stops writing when less than LEASE_MARGIN of it is left; one it stopped renewing (it died) is broken
 # after LEASE_SECONDS. Safe while no single store call takes longer than LEASE_SECONDS * LEASE_MARGIN.
@@ -593,16 +595,26 @@ def save_training_row_hashes(client: Any, run_id: str, hashes: list[str]) -> Non
     client.log_text(run_id, "\n".join(hashes) + "\n", ROW_HASHES_ARTIFACT)
 
 
+def run_artifact_text(client: Any, run_id: str, path: str) -> str | None:
+    """An artifact's text, or None when the run has none at that path (a run logged before it was kept)."""
+    folder, _, name = path.rpartition("/")
+    if name not in {Path(a.path).name for a in client.list_artifacts(run_id, folder or None)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="heart-artifact-") as directory:
+        return Path(client.download_artifacts(run_id, path, directory)).read_text(encoding="utf-8")
+
+
 def training_row_hashes(client: Any, run_id: str) -> set[str] | None:
     """The row hashes saved with a version's run, or None when it has none (registered before they were kept)."""
-    import mlflow
+    text = run_artifact_text(client, run_id, ROW_HASHES_ARTIFACT)
+    return None if text is None else set(text.split())
 
-    with tempfile.TemporaryDirectory(prefix="heart-rows-") as tmp:
-        try:
-            path = client.download_artifacts(run_id, ROW_HASHES_ARTIFACT, tmp)
-        except (mlflow.exceptions.MlflowException, OSError):
-            return None
-        return set(Path(path).read_text(encoding="utf-8").split())
+
+def training_profile(client: Any, run_id: str) -> dict[str, Any] | None:
+    """The profile of a version's training rows and out-of-fold risk (monitoring's reference), or None
+    for a version trained before profiles were kept."""
+    text = run_artifact_text(client, run_id, TRAINING_PROFILE_ARTIFACT)
+    return None if text is None else json.loads(text)
 
 
 def commit_if_champion_is(

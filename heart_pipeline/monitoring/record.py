@@ -1,0 +1,69 @@
+"""Recording scored batches: each batch summarised against the training profile of the version that
+scored it, and kept in the monitoring store. Batch scoring, external validation and the API's /predict
+window all record through here.
+
+Recording is a side effect after the predictions are made: a batch that cannot be recorded (the store
+is down, a version registered before profiles were kept) is said, never a failed scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heart_pipeline.config import Settings
+from heart_pipeline.monitoring.drift import summarize_batch
+from heart_pipeline.monitoring.store import record_batch
+from heart_pipeline.tracking.model_cards import full_metrics
+from heart_pipeline.tracking.registry import tracking_store, training_profile
+
+
+@dataclass(frozen=True)
+class ChampionReference:
+    """What a batch is judged against: the version, its training profile and its own test metrics."""
+
+    version: str
+    profile: dict[str, Any] | None
+    metrics: dict[str, float]
+
+
+def version_reference(settings: Settings, version: str) -> ChampionReference:
+    import mlflow
+
+    with tracking_store(settings.tracking_uri):
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        run_id = client.get_model_version(settings.mlflow.registered_model, version).run_id
+        run = client.get_run(run_id)
+        return ChampionReference(version, training_profile(client, run_id), full_metrics(client, run))
+
+
+def record_scored_batch(
+    settings: Settings,
+    version: str,
+    features: pd.DataFrame,
+    risk: np.ndarray,
+    labels: np.ndarray | None,
+    source: str,
+    imputed: dict[str, float] | None = None,
+) -> str:
+    """Summarise one scored batch against its version's training profile and record it; returns a line
+    for the run's log (recorded, or why not)."""
+    reference = version_reference(settings, version)
+    if reference.profile is None:
+        return f"batch not recorded for monitoring: v{version} was registered before training profiles were kept"
+    summary = summarize_batch(
+        features, reference.profile, np.asarray(risk), labels, source=source, model_version=version, imputed=imputed
+    )
+    run_id = record_batch(settings, summary, features if settings.monitoring.keep_rows else None)
+    return f"batch of {len(features)} rows recorded for monitoring (MLflow run {run_id})"
+
+
+def record_scored_batch_safely(settings: Settings, version: str, *args: Any, **kwargs: Any) -> str:
+    """``record_scored_batch`` whose failure is said, not raised: the predictions are already written."""
+    try:
+        return record_scored_batch(settings, version, *args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - monitoring must never fail a scoring run that succeeded
+        return f"batch not recorded for monitoring: {type(exc).__name__}: {str(exc)[:200]}"
