@@ -24,8 +24,10 @@ from heart_pipeline.monitoring.drift import (
     Verdict,
     auc_from_histograms,
     column_drift,
+    hanley_mcneil_interval,
     judge,
     merge_summaries,
+    performance_check,
     population_stability_index,
     summarize_batch,
     training_profile,
@@ -119,6 +121,16 @@ def test_labels_that_no_longer_match_are_a_performance_drop(champion: Champion, 
     assert verdict.performance.roc_auc < champion.metrics["test_roc_auc_ci95_low"]
     assert verdict.details()[0].startswith("ROC-AUC dropped")
     assert verdict.payload()["performance"]["dropped"] is True
+    assert json.loads(json.dumps(verdict.as_dict()))["headline"] == "verdict: performance drop"
+
+
+def test_the_event_payload_stays_small_when_everything_moved(champion: Champion, clean_frame: pd.DataFrame) -> None:
+    moved = clean_frame.assign(
+        age=clean_frame["age"] + 15, chol=clean_frame["chol"] + 80, thalach=clean_frame["thalach"] - 30, ca=np.nan
+    ).assign(thal=np.nan, slope=np.nan, oldpeak=0.0, trestbps=clean_frame["trestbps"] + 30, sex=1, exang=1, fbs=1)
+    verdict = verdict_on(champion, moved, 1 - clean_frame["target"].to_numpy())
+    assert len(verdict.drifted) >= 10
+    assert len(json.dumps(verdict.payload())) < 4096
 
 
 def test_performance_drop_beats_drift(champion: Champion, clean_frame: pd.DataFrame) -> None:
@@ -212,6 +224,47 @@ def test_auc_from_histograms_matches_sklearn() -> None:
         assert auc_from_histograms(pos, neg) == pytest.approx(roc_auc_score(y, p), abs=0.01)
     assert np.isnan(auc_from_histograms([0] * AUC_BINS, [1] * AUC_BINS))
     assert auc_from_histograms([0, 1], [1, 0]) == 1.0 and auc_from_histograms([1], [1]) == 0.5
+
+
+def labelled(rows: int, positives: int, sum_risk: float, auc_shift: int = 60) -> dict[str, Any]:
+    """A labelled summary whose positives sit ``auc_shift`` bins above its negatives."""
+    pos, neg = [0] * AUC_BINS, [0] * AUC_BINS
+    pos[min(AUC_BINS - 1, 20 + auc_shift)], neg[20] = positives, rows - positives
+    return {
+        "rows": rows,
+        "positives": positives,
+        "negatives": rows - positives,
+        "pos_hist": pos,
+        "neg_hist": neg,
+        "sum_risk": sum_risk,
+        "sum_risk_var": sum_risk * 0.6,
+    }
+
+
+def test_calibration_drops_on_a_large_and_certain_miss(settings: Settings) -> None:
+    champion = {"test_roc_auc": 0.9, "test_roc_auc_ci95_low": 0.85}
+    missed = performance_check(labelled(300, 200, 100.0), champion, settings.monitoring)
+    assert missed is not None and missed.dropped and missed.roc_auc == 1.0
+    assert missed.reasons[0].startswith(
+        "calibration dropped: disease in 67% of rows against a mean predicted risk of 33%"
+    )
+    close = performance_check(labelled(300, 110, 100.0), champion, settings.monitoring)
+    assert close is not None and not close.dropped and close.reasons == []
+
+
+def test_without_the_champions_interval_there_is_no_roc_auc_rule(settings: Settings) -> None:
+    check = performance_check(labelled(300, 150, 150.0, auc_shift=0), {}, settings.monitoring)
+    assert check is not None and check.roc_auc == 0.5 and not check.dropped
+    assert check.reasons == ["no ROC-AUC rule: the champion has no test_roc_auc with its ci95 interval"]
+    assert performance_check(labelled(59, 30, 30.0), {}, settings.monitoring) is None  # min_labelled_rows
+    assert performance_check(labelled(300, 9, 9.0), {}, settings.monitoring) is None  # min_class_rows
+
+
+def test_hanley_mcneil_interval_narrows_with_rows() -> None:
+    small, large = hanley_mcneil_interval(0.8, 30, 30), hanley_mcneil_interval(0.8, 300, 300)
+    assert small[0] < large[0] < 0.8 < large[1] < small[1]
+    # Hanley & McNeil's table: AUC 0.8 with 30 + 30 cases has a standard error near 0.056
+    assert (small[1] - small[0]) / (2 * 1.96) == pytest.approx(0.056, abs=0.003)
 
 
 def test_merge_sums_counts_and_keeps_the_extremes(champion: Champion, clean_frame: pd.DataFrame) -> None:

@@ -42,9 +42,7 @@ from heart_pipeline.data_contract.recorded import imputed_shares
 RISK_EDGES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 AUC_BINS = 100  # predicted risk in 100 equal bins: ROC-AUC from the histograms within 0.01 of the exact one
 RISK_COLUMN = "predicted risk"
-# A batch's ROC-AUC has dropped only when it is also clearly below the champion's held-out figure: under
-# the champion's interval's lower bound AND the batch's own Hanley-McNeil upper bound under its estimate.
-Z95 = 1.959964
+Z95 = 1.959964  # the normal quantile of a two-sided 95% interval (Hanley-McNeil)
 # Calibration-in-the-large drops when the observed disease rate is off the mean predicted risk by more
 # than this, and significantly so (two-sided z-test, p < monitoring.alpha): a large batch otherwise
 # flags a 2-point miscalibration nobody would act on.
@@ -478,6 +476,8 @@ class Verdict:
             lines.append(f"no column drifted (largest PSI: {top.column} {top.psi:.2f}, p = {top.p_value:.2g})")
         if self.performance:
             lines.append(self.performance.describe())
+            if not self.performance.dropped:
+                lines += self.performance.reasons  # e.g. no ROC-AUC rule without the champion's interval
         if self.risk:
             lines.append(f"{self.risk.describe()} (reported, not deciding)")
         return [*lines, *self.notes]
