@@ -217,6 +217,28 @@ class StackConfig(_Strict):
     state_dir: Path
 
 
+class MonitoringConfig(_Strict):
+    """Issue 20's monitor: scored batches against the champion's training profile (heart_pipeline/monitoring)."""
+
+    experiment: str = Field(min_length=1)
+    psi_threshold: float = Field(gt=0)
+    alpha: float = Field(gt=0, lt=1)
+    min_rows: int = Field(ge=1)
+    min_labelled_rows: int = Field(ge=2)
+    min_class_rows: int = Field(ge=1)
+    api_window_records: int = Field(ge=1)
+    api_window_seconds: float = Field(gt=0)
+    keep_rows: bool
+    event_cooldown_hours: float = Field(ge=0)
+    report_dir: Path
+
+    @model_validator(mode="after")
+    def _classes_fit_in_the_labelled_rows(self) -> MonitoringConfig:
+        if 2 * self.min_class_rows > self.min_labelled_rows:
+            raise ValueError("min_labelled_rows must hold min_class_rows of each class (>= 2 * min_class_rows)")
+        return self
+
+
 class Settings(_Strict):
     data: DataConfig
     contract: ContractConfig
@@ -235,6 +257,7 @@ class Settings(_Strict):
     prefect: PrefectConfig
     stack: StackConfig
     api: ApiConfig
+    monitoring: MonitoringConfig
 
     @model_validator(mode="after")
     def _feature_groups_are_disjoint(self) -> Settings:
@@ -362,14 +385,15 @@ def default_codebook() -> Codebook:
 
 
 def write_private_config(directory: Path, overrides: dict[str, Any], base: Path = DEFAULT_CONFIG_PATH) -> Path:
-    """``base`` with its runs folder, MLflow store and artifacts moved under ``directory`` and dotted
-    ``overrides`` applied ({"cross_validation.n_repeats": 1}); written to ``directory/config.yaml``.
+    """``base`` with its runs folder, monitoring reports, MLflow store and artifacts moved under ``directory``
+    and dotted ``overrides`` applied ({"cross_validation.n_repeats": 1}); written to ``directory/config.yaml``.
     For the tests and the benchmark, whose runs must not touch the project's store."""
     config = yaml.safe_load(base.read_text(encoding="utf-8"))
     config["outputs"]["runs_dir"] = str(directory / "runs")
     config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
     config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
     config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
+    config["monitoring"]["report_dir"] = str(directory / "runs" / "monitoring")
     for dotted, value in overrides.items():
         node = config
         *parents, leaf = dotted.split(".")

@@ -32,6 +32,9 @@ def _write(tmp_path: Path, mutate) -> Path:
         (lambda c: c["features"]["numeric"].remove("chol"), "not in any feature group ['chol']"),
         (lambda c: c["validation"].update(on_warning="ignore"), "validation.on_warning"),
         (lambda c: c["training"].update(models=["xgboost"]), "training.models"),
+        (lambda c: c["monitoring"].pop("min_rows"), "monitoring.min_rows"),
+        (lambda c: c["monitoring"].update(alpha=0), "monitoring.alpha"),
+        (lambda c: c["monitoring"].update(min_class_rows=40), "min_labelled_rows must hold min_class_rows"),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_file(tmp_path: Path, mutate, message: str) -> None:
@@ -57,3 +60,28 @@ def test_tracking_uri_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.tracking_uri == f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert settings.tracking_uri == "http://mlflow.example:5000"
+
+
+MONITORING_KEYS = {
+    "experiment",
+    "psi_threshold",
+    "alpha",
+    "min_rows",
+    "min_labelled_rows",
+    "min_class_rows",
+    "api_window_records",
+    "api_window_seconds",
+    "keep_rows",
+    "event_cooldown_hours",
+    "report_dir",
+}
+
+
+def test_every_monitoring_key_is_declared_and_commented() -> None:
+    """The monitor reads no hidden default: each key sits in config.yaml with the reason beside it."""
+    settings = load_config()
+    assert set(settings.monitoring.model_dump()) == MONITORING_KEYS
+    lines = DEFAULT_CONFIG_PATH.read_text().split("\nmonitoring:", 1)[1].splitlines()[1:]
+    section = [line for line in lines if line.startswith("  ") and not line.lstrip().startswith("#")]
+    commented = {line.split(":", 1)[0].strip() for line in section if "#" in line}
+    assert commented == MONITORING_KEYS

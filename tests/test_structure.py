@@ -188,14 +188,17 @@ def test_every_flow_reports_failure_crash_and_cancellation() -> None:
 
 # The base package's map: each concern one subpackage; a subpackage may import only the ones listed.
 # "core" is the root's loose modules (config, errors, results, caching, the package itself).
-SUBPACKAGES = ("data_contract", "evidence", "tracking", "serving", "operations", "bench")
+SUBPACKAGES = ("data_contract", "evidence", "tracking", "monitoring", "serving", "operations", "bench")
 MAY_IMPORT = {
     "core": {"core"},
     "data_contract": {"core"},
     "evidence": {"core", "data_contract"},
     "tracking": {"core", "data_contract", "evidence"},
-    "serving": {"core", "data_contract", "evidence", "tracking"},
-    "operations": {"core", "data_contract", "evidence", "tracking"},
+    # monitoring measures scored batches against a champion's training profile (issue 20)
+    "monitoring": {"core", "data_contract", "evidence", "tracking"},
+    # the API's /predict window and the operations around runs record batch summaries
+    "serving": {"core", "data_contract", "evidence", "tracking", "monitoring"},
+    "operations": {"core", "data_contract", "evidence", "tracking", "monitoring"},
     # the benchmark is an entry point: it runs the steps themselves
     "bench": {"core", "data_contract", "evidence", "tracking", "operations", "tasks", "flows"},
 }
