@@ -51,7 +51,7 @@ def heart_monitoring(config_path: str | None = None, since_ms: int | None = None
         markdown=verdict_markdown(verdict, str(report)),
         description=f"{verdict.headline()} ({settings.mlflow.registered_model} v{reference.version})",
     )
-    for line in [verdict.headline(), *verdict.details(), *verdict.notes]:
+    for line in [verdict.headline(), *verdict.details()]:  # details end with the notes
         get_run_logger().info("%s", line)
     return {
         "verdict": verdict.verdict,

@@ -488,7 +488,7 @@ def human_summary(command: str, result: dict[str, Any]) -> str:
     if command in summaries:
         return summaries[command](result)
     if command == "monitor":
-        return "\n".join([result["headline"], *result["details"], *result["notes"], f"report: {result['report']}"])
+        return "\n".join([result["headline"], *result["details"], f"report: {result['report']}"])
     if command == "card":
         return f"Model card of v{result['version']}: {result['html']} (and {Path(result['markdown']).name})"
     if command == "doctor":
