@@ -156,7 +156,7 @@ def test_bootstrap_batches_of_the_bundled_data_stay_quiet(champion: Champion, cl
     risk = champion.model.predict_proba(features)[:, 1]
     labels = clean_frame["target"].to_numpy()
     rng = np.random.default_rng(11)
-    worst_psi, least_p, verdicts = 0.0, 1.0, []
+    worst_psi, least_p, verdicts, aucs, calibration = 0.0, 1.0, [], [], []
     for _ in range(BOOTSTRAP_BATCHES):
         rows = rng.integers(0, len(features), size=len(features))
         batch = features.iloc[rows].reset_index(drop=True)
@@ -165,10 +165,16 @@ def test_bootstrap_batches_of_the_bundled_data_stay_quiet(champion: Champion, cl
         verdicts.append(verdict.verdict)
         assert verdict.performance is not None and not verdict.performance.dropped, verdict.details()
         assert not verdict.drifted, verdict.details()
+        aucs.append(verdict.performance.roc_auc)
+        calibration.append(verdict.performance.calibration_p)
         worst_psi = max(worst_psi, max(c.psi for c in verdict.columns))
         least_p = min(least_p, min(c.p_value for c in verdict.columns))
     assert set(verdicts) == {"ok"}
-    print(f"bootstrap: max PSI {worst_psi:.3f}, min p {least_p:.2g}")  # shown with pytest -s
+    print(  # shown with pytest -s
+        f"bootstrap: max PSI {worst_psi:.3f}, min p {least_p:.2g}, ROC-AUC {min(aucs):.3f} to {max(aucs):.3f} "
+        f"(champion {champion.metrics['test_roc_auc']:.3f}, low {champion.metrics['test_roc_auc_ci95_low']:.3f}), "
+        f"min calibration p {min(calibration):.2g}"
+    )
     assert worst_psi < champion.policy.psi_threshold
 
 
@@ -294,7 +300,16 @@ def test_merge_sums_counts_and_keeps_the_extremes(champion: Champion, clean_fram
     assert merged["risk"]["counts"] == whole["risk"]["counts"]
     assert merged["labelled"]["rows"] == 100 and len(merged["labelled"]["pos_hist"]) == AUC_BINS
     assert merge_summaries([merged, first])["batches"] == 3
-    assert merge_summaries([])["rows"] == 0
+    empty = merge_summaries([])
+    assert empty["rows"] == 0 and empty["batches"] == 0
+    nothing = judge(empty, champion.profile, champion.metrics, champion.policy, "1")
+    assert nothing.headline() == "verdict: ok" and nothing.notes == [
+        "0 rows since the last run, fewer than monitoring.min_rows=50: no drift verdict",
+        "no labelled rows: no performance verdict",
+    ]
+    late = {**second, "when": "2026-12-02T09:00:00Z"}
+    early = {**first, "when": "2026-12-02T08:00:00+00:00"}
+    assert merge_summaries([late, early])["first_when"] == "2026-12-02T08:00:00+00:00"
 
 
 def test_a_summary_holds_counts_never_rows(champion: Champion, clean_frame: pd.DataFrame) -> None:

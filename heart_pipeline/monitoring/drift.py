@@ -201,11 +201,22 @@ def _merge_labelled(parts: list[Mapping[str, Any]]) -> dict[str, Any] | None:
     return merged
 
 
+def _when_key(when: str) -> tuple[int, float, str]:
+    """Times in time order whatever their ISO spelling (``Z`` or ``+00:00``); unreadable ones last."""
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        return (1, 0.0, when)
+    return (0, (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp(), when)
+
+
 def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batches as one summary (counts summed, min of mins, max of maxes, imputed shares row-weighted),
     plus ``batches``, ``first_when``/``last_when``, ``sources`` and ``model_versions``. A merged summary
     can be merged again; no batches give an empty summary of 0 rows."""
-    whens = sorted(w for s in summaries for w in (s.get("first_when", s["when"]), s.get("last_when", s["when"])))
+    whens = sorted(
+        (w for s in summaries for w in (s.get("first_when", s["when"]), s.get("last_when", s["when"]))), key=_when_key
+    )
     sources = sorted({src for s in summaries for src in s.get("sources", [s["source"]])})
     versions = sorted({v for s in summaries for v in s.get("model_versions", [s["model_version"]])})
     risk_counts: dict[str, int] = {}

@@ -178,7 +178,7 @@ def _fmt(value: float) -> str:
 def verdict_markdown(verdict: Verdict, report_path: str) -> str:
     """The Prefect artifact: the verdict line first, what moved, a table of columns, the report's path."""
     lines = [f"**{verdict.headline()}** (model version {markdown_text(verdict.model_version)}, "]
-    lines[0] += f"{verdict.rows} rows in {verdict.batches} batches)"
+    lines[0] += f"{verdict.rows} rows in {verdict.batches} batch{'' if verdict.batches == 1 else 'es'})"
     lines += ["", *(f"- {markdown_text(line)}" for line in verdict.details()), ""]
     if verdict.columns:
         lines += [
