@@ -218,7 +218,8 @@ class StackConfig(_Strict):
 
 
 class MonitoringConfig(_Strict):
-    """Issue 20's monitor: scored batches against the champion's training profile (heart_pipeline/monitoring)."""
+    """The monitor: scored batches against the champion's training profile (heart_pipeline/monitoring); the
+    retraining trigger's cooldown lives in prefect.yaml (its `within`), where Prefect enforces it."""
 
     experiment: str = Field(min_length=1)
     psi_threshold: float = Field(gt=0)
@@ -229,8 +230,6 @@ class MonitoringConfig(_Strict):
     api_window_records: int = Field(ge=1)
     api_window_seconds: float = Field(gt=0)
     keep_rows: bool
-    event_cooldown_hours: float = Field(ge=0)
-    report_dir: Path
 
     @model_validator(mode="after")
     def _classes_fit_in_the_labelled_rows(self) -> MonitoringConfig:
@@ -385,7 +384,7 @@ def default_codebook() -> Codebook:
 
 
 def write_private_config(directory: Path, overrides: dict[str, Any], base: Path = DEFAULT_CONFIG_PATH) -> Path:
-    """``base`` with its runs folder, monitoring reports, MLflow store and artifacts moved under ``directory``
+    """``base`` with its runs folder (monitoring reports included), MLflow store and artifacts moved under ``directory``
     and dotted ``overrides`` applied ({"cross_validation.n_repeats": 1}); written to ``directory/config.yaml``.
     For the tests and the benchmark, whose runs must not touch the project's store."""
     config = yaml.safe_load(base.read_text(encoding="utf-8"))
@@ -393,7 +392,6 @@ def write_private_config(directory: Path, overrides: dict[str, Any], base: Path 
     config["mlflow"]["tracking_uri"] = f"sqlite:///{directory / 'mlflow.db'}"
     config["mlflow"]["artifact_root"] = str(directory / "mlartifacts")
     config["contract"]["suite_path"] = str(PROJECT_ROOT / config["contract"]["suite_path"])
-    config["monitoring"]["report_dir"] = str(directory / "runs" / "monitoring")
     for dotted, value in overrides.items():
         node = config
         *parents, leaf = dotted.split(".")

@@ -72,8 +72,6 @@ MONITORING_KEYS = {
     "api_window_records",
     "api_window_seconds",
     "keep_rows",
-    "event_cooldown_hours",
-    "report_dir",
 }
 
 
