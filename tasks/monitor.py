@@ -93,7 +93,9 @@ def report_verdict_task(
     html = render_monitoring_html(
         verdict, reference.profile or {}, merged, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
-    path = run_dir / f"monitoring-v{verdict.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.html"  # one per run in MLflow
+    path = (
+        run_dir / f"monitoring-v{verdict.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.html"
+    )  # one per run in MLflow
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(html, encoding="utf-8")
     partial.replace(path)

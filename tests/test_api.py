@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from heart_pipeline.config import load_config, load_settings_and_contract
 from heart_pipeline.errors import ConfigError
+from heart_pipeline.monitoring.store import batches_between
 from heart_pipeline.serving.app import TOKEN_ENV, create_app
 from heart_pipeline.serving.ingest_jobs import STATE_NAME, IngestJobs, Retention
 from heart_pipeline.serving.limits import bounded_errors
@@ -585,3 +586,21 @@ def test_ingest_places_are_taken_atomically(tmp_path: Path) -> None:
     assert [jobs.reserve() for _ in range(4)] == [True, True, False, False]
     jobs.release()
     assert jobs.reserve() and not jobs.reserve()
+
+
+@pytest.mark.e2e
+def test_predictions_are_recorded_for_monitoring_a_window_at_a_time(served: dict, tmp_path: Path) -> None:
+    config = yaml.safe_load(Path(served["config"]).read_text())
+    config["monitoring"]["api_window_records"] = 3
+    windowed = tmp_path / "config.yaml"
+    windowed.write_text(yaml.safe_dump(config))
+    settings = load_config(windowed)
+    before = int(time.time() * 1000)
+    with TestClient(create_app(str(windowed)), raise_server_exceptions=False) as client:
+        for _ in range(3):  # 2 records each: the window of 3 is recorded after the second request
+            assert client.post("/predict", json=[README_PATIENT, README_PATIENT]).status_code == 200
+    # leaving the client stops the app, which records the last, partial window
+    batches = batches_between(settings, before, int(time.time() * 1000) + 1)
+    assert [(b.summary["source"], b.summary["rows"]) for b in batches] == [("api", 4), ("api", 2)]
+    assert {b.summary["model_version"] for b in batches} == {served["champion"]}
+    assert batches[0].summary["columns"]["age"]["counts"], "the batch is summarised against the training profile"

@@ -31,11 +31,14 @@ class ChampionReference:
 
 
 def version_reference(settings: Settings, version: str) -> ChampionReference:
+    """A registered version's training profile (None before profiles were kept) and its every metric."""
     import mlflow
 
     with tracking_store(settings.tracking_uri):
         client = mlflow.MlflowClient(settings.tracking_uri)
         run_id = client.get_model_version(settings.mlflow.registered_model, version).run_id
+        if run_id is None:  # a version registered from a path, not from a run: nothing to compare with
+            return ChampionReference(version, None, {})
         run = client.get_run(run_id)
         return ChampionReference(version, training_profile(client, run_id), full_metrics(client, run))
 
