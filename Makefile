@@ -53,7 +53,12 @@ serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `m
 LAB_PORT ?= 6200
 lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) over notebooks/, the venv as its kernel (the `lab` extra, only here)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,lab]'
-	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir notebooks
+	@# No network: JupyterLab would otherwise fetch a news feed, check for a newer release and offer extensions
+	@# from PyPI (its packages are the pinned ones). --allow-root only where make runs as root (a container),
+	@# which Jupyter otherwise refuses.
+	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir notebooks \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+		--LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)
 
 reference-profile: install  ## regenerate great_expectations/reference_profile.json from the bundled data
 	$(BIN)/python -m heart_pipeline.data_contract.reference_profile

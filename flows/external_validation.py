@@ -13,7 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 from heart_pipeline.config import load_settings_and_contract
 from heart_pipeline.data_contract.contract import tolerating_unrecorded
 from heart_pipeline.errors import PipelineError
-from heart_pipeline.evidence.render import external_validation_markdown
+from heart_pipeline.evidence.external import site_names, site_slug
+from heart_pipeline.evidence.render import external_validation_headline, external_validation_markdown
 from heart_pipeline.operations.preflight import check_tracking_store
 from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, external_validation_run_name
 from heart_pipeline.operations.runtime import flow_run_id, tag_flow_run
@@ -22,8 +23,6 @@ from heart_pipeline.tasks.external import (
     evaluate_site_task,
     load_model_task,
     log_external_run_task,
-    site_name,
-    site_slug,
 )
 from heart_pipeline.tasks.model_card import publish_model_cards_task
 from heart_pipeline.tasks.score import gate_for_file, load_for_scoring_task
@@ -51,11 +50,10 @@ def heart_external_validation(
     settings, contract = load_settings_and_contract(config_path)
     settings = settings.with_disease_label(disease_label)
     check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
-    if sites and len(sites) != len(data_paths):
-        raise PipelineError(f"give one site name per data file: {len(sites)} names for {len(data_paths)} files")
-    names = [site_name(path, sites[i] if sites else None) for i, path in enumerate(data_paths)]
-    if len({site_slug(n) for n in names}) != len(names):
-        raise PipelineError(f"two files have the same site name {names}: name them with --site")
+    try:
+        names = site_names(data_paths, sites)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-external-validation", flow_run_id())
     gate = tolerating_unrecorded(contract, settings.data.target)
     chosen, model = load_model_task(settings, version, alias)
@@ -80,6 +78,6 @@ def heart_external_validation(
     create_markdown_artifact(
         key="heart-external-validation",
         markdown=external_validation_markdown(result),
-        description=f"{settings.mlflow.registered_model} v{chosen} on {', '.join(names)}",
+        description=external_validation_headline(result),
     )
     return result

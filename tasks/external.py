@@ -9,7 +9,6 @@ thin ``@task`` wrappers write the run folder, log the MLflow evaluation run and 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from heart_pipeline.evidence.external import (
     HEADLINE_METRICS,
     decision_curve,
     metrics_with_intervals,
+    site_slug,
     threshold_grid,
 )
 from heart_pipeline.evidence.plots import (
@@ -69,15 +69,6 @@ class SiteContext:
 
 
 RUN_KIND_TAG = "run_kind"
-
-
-def site_slug(site: str) -> str:
-    """A site name as a tag-key segment: ``VA Long Beach`` -> ``va_long_beach``."""
-    return re.sub(r"[^a-z0-9]+", "_", site.lower()).strip("_") or "site"
-
-
-def site_name(data_path: str, given: str | None) -> str:
-    return given or Path(data_path).stem
 
 
 def site_floor_warning(metrics: dict[str, float], floor: float) -> list[str]:

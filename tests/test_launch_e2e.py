@@ -28,11 +28,12 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def worker(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The work pool, two deployments from prefect.yaml and a process worker on the session's server."""
+    """The work pool, three deployments from prefect.yaml and a process worker on the session's server."""
     env = prefect_env(prefect_server, tmp_path_factory.mktemp("worker-home"))
     pool = load_config().prefect.work_pool
     prefect_cli(env, "work-pool", "create", pool, "--type", "process", "--overwrite")
-    prefect_cli(env, "--no-prompt", "deploy", "--name", "heart-training", "--name", "heart-data-quality")
+    names = ("heart-training", "heart-data-quality", "heart-external-validation")
+    prefect_cli(env, "--no-prompt", "deploy", *(arg for name in names for arg in ("--name", name)))
     with process_worker(env, pool, tmp_path_factory.mktemp("worker-log") / "worker.log"):
         yield prefect_server
 
@@ -93,7 +94,7 @@ def test_refused_launches_start_nothing(launcher_app: dict, tmp_path: Path) -> N
     assert launched_count(api) == before
 
 
-def test_training_and_ingest_run_as_deployment_runs(launcher_app: dict, clean_csv: Path) -> None:
+def test_training_ingest_and_external_validation_run_as_deployment_runs(launcher_app: dict, clean_csv: Path) -> None:
     client, api = launcher_app["client"], launcher_app["api"]
     started = time.monotonic()
     body = {"data_path": str(launcher_app["data"]), "models": ["logistic_regression"]}
@@ -103,6 +104,7 @@ def test_training_and_ingest_run_as_deployment_runs(launcher_app: dict, clean_cs
     launched = training.json()
     assert launched["mode"] == "prefect-deployment" and launched["state"] in {"SCHEDULED", "PENDING", "RUNNING"}
     assert launched["ui_url"].endswith(f"/runs/flow-run/{launched['flow_run_id']}")
+    assert launched["status_url"] == f"/runs/{launched['flow_run_id']}"
 
     ingest = client.post("/ingest", content=clean_csv.read_bytes(), headers={**AUTH, "content-type": "text/csv"})
     assert ingest.status_code == 202, ingest.text
@@ -129,3 +131,15 @@ def test_training_and_ingest_run_as_deployment_runs(launcher_app: dict, clean_cs
     assert checked["decision"].startswith("Data-quality gate passed"), checked
     job = client.get(ingest.json()["job_url"], headers=AUTH).json()
     assert job["state"] == "launched" and job["flow_run_id"] == ingest.json()["flow_run_id"]
+
+    # The champion just registered, measured on another labelled file of the data folder.
+    site = launcher_app["data"].parent / "other-site.csv"
+    shutil.copy(clean_csv, site)
+    external = client.post("/runs/external-validation", json={"data_paths": [str(site)]}, headers=AUTH)
+    assert external.status_code == 202, external.text
+    flow_run = prefect_get(api, f"/flow_runs/{external.json()['flow_run_id']}")
+    assert prefect_get(api, f"/deployments/{flow_run['deployment_id']}")["name"] == "heart-external-validation"
+    measured = wait_until_final(client, external.json()["flow_run_id"])
+    assert measured["state"] == "COMPLETED", measured
+    assert measured["decision"].startswith("heart-disease v1 on 1 site(s): other-site: n="), measured
+    assert "ROC-AUC" in measured["decision"]

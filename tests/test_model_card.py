@@ -75,3 +75,11 @@ def test_a_version_description_reads_as_a_table_with_intervals_not_json() -> Non
     )
     assert "| ROC-AUC | 0.910 [0.830, 0.970] |" in table and "| CV roc auc (training folds) | 0.890 |" in table
     assert "{" not in table
+
+
+def test_a_version_trained_on_every_column_has_no_excluded_columns() -> None:
+    from heart_pipeline.tracking.model_cards import excluded_columns
+
+    # tasks/register.py tags "none" when nothing was left out; the card once read it as a column called "none".
+    assert excluded_columns("none") == [] and excluded_columns("") == []
+    assert excluded_columns("ca,thal") == ["ca", "thal"]

@@ -20,10 +20,12 @@ def test_the_committed_notebook_has_no_outputs() -> None:
     assert not dirty, f"cells {dirty} carry outputs or execution counts: clear them before committing"
 
 
-def test_external_validation_has_a_marked_place_and_no_code() -> None:
+def test_the_other_site_is_made_in_the_notebook_with_the_flow_s_own_functions() -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    marked = [c for c in notebook.cells if "heart-pipeline evaluate" in c.source]
-    assert marked and all(c.cell_type == "markdown" for c in marked)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    for used in ("heart_external_validation(", "subgroup_frame(", "card_for(", ".to_csv(OTHER_SITE"):
+        assert used in code, used
+    assert "shared" not in code, "the notebook runs on a fresh clone: nothing from outside the checkout"
 
 
 @pytest.mark.e2e
@@ -36,5 +38,6 @@ def test_the_walkthrough_runs_top_to_bottom(tmp_path: Path) -> None:
     ).execute()
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "heart-disease@champion -> " in printed
+    assert "on 1 site(s) (95% bootstrap intervals)" in printed and "older-patients" in printed
     assert "200 {'status': 'ok'" in printed
     assert not list(tmp_path.iterdir()), "the notebook writes only into its own temporary workspace"

@@ -14,6 +14,10 @@ Names: ``<metric>`` is the point estimate, ``<metric>_ci95_low`` / ``<metric>_ci
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from pathlib import PurePath
+
 import numpy as np
 
 from heart_pipeline.evidence.stats import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES
@@ -37,6 +41,26 @@ EXTERNAL_METRICS = (
 HEADLINE_METRICS = ("roc_auc", "calibration_slope", "calibration_in_the_large", "sensitivity", "specificity")
 LOGIT_CLIP = 1e-6  # a probability of exactly 0 or 1 has no logit; the recalibration fit uses [1e-6, 1 - 1e-6]
 NEWTON_STEPS = 50
+
+
+def site_slug(site: str) -> str:
+    """A site name as a tag-key and folder segment: ``VA Long Beach`` -> ``va_long_beach``."""
+    return re.sub(r"[^a-z0-9]+", "_", site.lower()).strip("_") or "site"
+
+
+def site_name(data_path: str, given: str | None) -> str:
+    return given or PurePath(data_path).stem
+
+
+def site_names(data_paths: Sequence[str], sites: Sequence[str] | None) -> list[str]:
+    """Each file's site name (``sites`` in order, else the file name). Raises ValueError when the counts
+    differ or two names share a slug: one rule for the flow and for the API, which refuses such a launch."""
+    if sites and len(sites) != len(data_paths):
+        raise ValueError(f"give one site name per data file: {len(sites)} names for {len(data_paths)} files")
+    names = [site_name(path, sites[i] if sites else None) for i, path in enumerate(data_paths)]
+    if len({site_slug(n) for n in names}) != len(names):
+        raise ValueError(f"two files have the same site name {names}: name them with --site")
+    return names
 
 
 def logit(proba: np.ndarray) -> np.ndarray:

@@ -463,6 +463,18 @@ def external_validation_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def external_validation_headline(result: Mapping[str, Any]) -> str:
+    """One line for the run's artifact description (what GET /runs/{id} reports): per site, rows scored
+    and the discrimination and operating-point figures with their intervals."""
+    sites = "; ".join(
+        f"{s['site']}: n={s['n']}/{s['rows_in']}, ROC-AUC {_ci(s['metrics'], 'roc_auc')}, "
+        f"sensitivity {_ci(s['metrics'], 'sensitivity')}, specificity {_ci(s['metrics'], 'specificity')}, "
+        f"calibration slope {_ci(s['metrics'], 'calibration_slope')}"
+        for s in result["sites"]
+    )
+    return f"{result['registered_model']} v{result['model_version']} on {len(result['sites'])} site(s): {sites}"
+
+
 def external_terminal_summary(result: Mapping[str, Any]) -> str:
     """What `heart-pipeline evaluate` prints: the headline row per site and the warnings."""
     lines = [

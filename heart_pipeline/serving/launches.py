@@ -8,7 +8,7 @@ deployment the API may start (its URL name, deployment, parameter model and the 
 description summarises a completed run).
 
 The worker is assumed to see the same files as the API (one machine, or a shared volume): a
-``data_path`` is checked here, and the run reads it there.
+``data_path`` (each of ``data_paths``) is checked here, and the run reads it there.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from heart_pipeline.config import ALGORITHM_NAMES, Settings
+from heart_pipeline.evidence.external import site_names
 
 LAUNCH_TAG = "launched-by:heart-api"  # every run the API starts carries it; the bound counts them
 MAX_PATH_CHARS = 4096
+MAX_SITES = 20  # files one launched external validation may take
+MAX_SITE_NAME_CHARS = 80
 
 
 def allowed_data_roots(settings: Settings) -> list[Path]:
@@ -53,10 +56,23 @@ def checked_data_path(value: str, roots: Sequence[Path], settings: Settings) -> 
     return str(real)
 
 
+def settings_of(info: ValidationInfo) -> Settings:
+    settings = (info.context or {}).get("settings")
+    if not isinstance(settings, Settings):
+        raise ValueError("cannot be checked without the API's settings")
+    return settings
+
+
 class LaunchParameters(BaseModel):
-    """Parameters every launchable flow takes. Validate with ``context={"settings": settings}``."""
+    """What every launchable flow's parameters share: an unknown field is refused (a flow argument such as
+    ``config_path`` or ``out_path`` is never the caller's to set). Validate with ``context={"settings": settings}``."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class FileParameters(LaunchParameters):
+    """Parameters of a flow that reads one data file."""
+
     data_path: str | None = Field(
         default=None,
         max_length=MAX_PATH_CHARS,
@@ -66,13 +82,11 @@ class LaunchParameters(BaseModel):
     @field_validator("data_path")
     @classmethod
     def _inside_the_data_folders(cls, value: str | None, info: ValidationInfo) -> str | None:
-        settings = (info.context or {}).get("settings")
-        if not isinstance(settings, Settings):
-            raise ValueError("cannot be checked without the API's settings")
+        settings = settings_of(info)
         return None if value is None else checked_data_path(value, allowed_data_roots(settings), settings)
 
 
-class DataQualityParameters(LaunchParameters):
+class DataQualityParameters(FileParameters):
     disease_label: int | None = Field(default=None, ge=0, le=1, description="the file's code for disease")
 
 
@@ -89,8 +103,43 @@ class TrainingParameters(DataQualityParameters):
         return value
 
 
-class ScoringParameters(LaunchParameters):
+class ScoringParameters(FileParameters):
     data_path: str = Field(max_length=MAX_PATH_CHARS, description="the patients to score (required)")
+
+
+class ExternalValidationParameters(LaunchParameters):
+    """heart-external-validation's parameters: labelled site files, each checked like ``data_path``."""
+
+    data_paths: list[Annotated[str, Field(max_length=MAX_PATH_CHARS)]] = Field(
+        min_length=1, max_length=MAX_SITES, description="labelled files from other sites, each inside the data folder"
+    )
+    sites: list[Annotated[str, Field(min_length=1, max_length=MAX_SITE_NAME_CHARS)]] | None = Field(
+        default=None, description="one name per file, in order (default: each file's name)"
+    )
+    version: str | None = Field(default=None, pattern=r"^[0-9]{1,9}$", description="a registered version")
+    alias: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="default: champion")
+    disease_label: int | None = Field(default=None, ge=0, le=1, description="the files' code for disease")
+
+    @field_validator("data_paths")
+    @classmethod
+    def _each_inside_the_data_folders(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        settings = settings_of(info)
+        roots = allowed_data_roots(settings)
+        checked = []
+        for position, path in enumerate(value):
+            try:
+                checked.append(checked_data_path(path, roots, settings))
+            except ValueError as exc:
+                raise ValueError(f"data_paths[{position}] {exc}") from None
+        return checked
+
+    @model_validator(mode="after")
+    def _one_model_and_distinct_sites(self) -> ExternalValidationParameters:
+        # The flow would fail on these at once; refusing them here starts nothing.
+        if self.version is not None and self.alias is not None:
+            raise ValueError("give version or alias, not both")
+        site_names(self.data_paths, self.sites)
+        return self
 
 
 @dataclass(frozen=True)
@@ -105,6 +154,11 @@ LAUNCHABLE: dict[str, Launchable] = {
     "data-quality": Launchable("heart-data-quality/heart-data-quality", DataQualityParameters, "data-quality-report"),
     "batch-scoring": Launchable(
         "heart-batch-scoring/heart-batch-scoring", ScoringParameters, "heart-batch-scoring-summary"
+    ),
+    "external-validation": Launchable(
+        "heart-external-validation/heart-external-validation",
+        ExternalValidationParameters,
+        "heart-external-validation",
     ),
 }
 

@@ -303,8 +303,9 @@ def launch_response(state: ApiState, flow: str, body: dict[str, Any] | None) -> 
         launched = state.launcher.launch(flow, parameters)
     except LaunchRefused as exc:
         raise refusal(exc) from None
-    answer = {**launched, "status_url": f"/runs/{launched['flow_run_id']}"}
-    return JSONResponse(status_code=202, content=public_paths(answer, state.runs_dir))
+    # The status URL is added after the paths are made public: it starts with "/" too, and would be cut to its id.
+    answer = {**public_paths(launched, state.runs_dir), "status_url": f"/runs/{launched['flow_run_id']}"}
+    return JSONResponse(status_code=202, content=answer)
 
 
 def run_status_response(state: ApiState, flow_run_id: UUID) -> dict[str, Any]:
@@ -319,7 +320,7 @@ def run_status_response(state: ApiState, flow_run_id: UUID) -> dict[str, Any]:
 LAUNCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong bearer token"},
     403: {"description": "launching is off: no token configured"},
-    422: {"description": "invalid parameters (a data_path outside the data or ingest folder, an unknown field)"},
+    422: {"description": "invalid parameters (a data path outside the data or ingest folder, an unknown field)"},
     429: {"description": "api.max_running_launches runs started by the API are not finished"},
     503: {"description": "no Prefect API configured (embedded mode), or the deployment is not deployed"},
 }
@@ -334,14 +335,17 @@ def runs_router(state: ApiState) -> APIRouter:
         """Start a flow run of that flow's deployment (prefect.yaml) with these parameters, through the
         Prefect API; the answer is at once (202) with its id, state and Prefect UI link. Parameters:
         training: data_path, models, seed, disease_label; data-quality: data_path, disease_label;
-        batch-scoring: data_path (required). A data_path must be a file inside the data folder or the
-        ingest folder. Needs the bearer token and a Prefect API (PREFECT_API_URL)."""
+        batch-scoring: data_path (required); external-validation: data_paths (required, one labelled file
+        per site), sites, version or alias (default @champion), disease_label. Every data path must be a
+        file inside the data folder or the ingest folder. Needs the bearer token and a Prefect API
+        (PREFECT_API_URL)."""
         return launch_response(state, flow.value, parameters)
 
     @router.get("/runs/{flow_run_id}", responses={404: {"description": "no such launchable run"}})
     def run_status(flow_run_id: UUID) -> dict[str, Any]:
-        """A launched run's state; once finished, its summary (for training, the champion decision), its
-        artifacts' descriptions and, when it failed, its one-line reason."""
+        """A launched run's state; once finished, its summary in `decision` (training: the champion decision;
+        external validation: the headline figures per site), its artifacts' descriptions and, when it failed,
+        its one-line reason."""
         return run_status_response(state, flow_run_id)
 
     return router

@@ -70,6 +70,11 @@ def external_validations(client: Any, tags: dict[str, str]) -> list[dict[str, An
     return sites
 
 
+def excluded_columns(tag: str) -> list[str]:
+    """The columns a version was trained without, from its tag: registration writes "none" when there are none."""
+    return [c for c in tag.split(",") if c and c != "none"]
+
+
 def gather_card(client: Any, settings: Settings, version: str) -> ModelCard:
     """One version's card facts: its tags, its run's parameters and metrics, its subgroup table and the
     external validations recorded on it."""
@@ -103,7 +108,7 @@ def gather_card(client: Any, settings: Settings, version: str) -> ModelCard:
         codebook_version=tags.get(CODEBOOK_TAG, str(codebook.version)),
         training=training,
         metrics=full_metrics(client, run),
-        excluded_columns=[c for c in tags.get(EXCLUDED_COLUMNS_TAG, "").split(",") if c],
+        excluded_columns=excluded_columns(tags.get(EXCLUDED_COLUMNS_TAG, "")),
         subgroups=subgroups if isinstance(subgroups, list) else [],
         external=external_validations(client, tags),
         floors=dict(settings.promotion.floors),
