@@ -17,7 +17,7 @@ from prefect import task
 from heart_pipeline.config import Settings
 from heart_pipeline.monitoring.drift import Verdict, judge, merge_summaries
 from heart_pipeline.monitoring.events import emit_verdict_event
-from heart_pipeline.monitoring.record import ChampionReference, version_reference
+from heart_pipeline.monitoring.record import ChampionReference, verdict_metrics, version_reference
 from heart_pipeline.monitoring.report import render_monitoring_html
 from heart_pipeline.monitoring.store import RecordedBatch, batches_between, covered_until, record_trend
 from heart_pipeline.tracking.registry import champion_version
@@ -61,25 +61,6 @@ def judge_window(window: MonitoringWindow, reference: ChampionReference, setting
     return verdict, merged
 
 
-def trend_metrics(verdict: Verdict) -> dict[str, float]:
-    """One step of the version's trend: rows, PSI per column, and the labelled figures when present."""
-    metrics: dict[str, float] = {
-        "rows": verdict.rows,
-        "batches": verdict.batches,
-        "drifted_columns": len(verdict.drifted),
-    }
-    metrics["verdict_code"] = {"ok": 0, "drift": 1, "performance drop": 2}[verdict.verdict]
-    for column in verdict.columns:
-        metrics[f"psi.{column.column}"] = column.psi
-    if verdict.risk is not None:
-        metrics["psi.predicted_risk"] = verdict.risk.psi
-    if verdict.performance is not None:
-        metrics["roc_auc"] = verdict.performance.roc_auc
-        metrics["observed_rate"] = verdict.performance.observed_rate
-        metrics["mean_predicted"] = verdict.performance.mean_predicted
-    return {k: float(v) for k, v in metrics.items() if v == v}  # NaN has no place on a chart
-
-
 @task(name="report-verdict", retries=1, retry_delay_seconds=5)
 def report_verdict_task(
     verdict: Verdict,
@@ -102,7 +83,7 @@ def report_verdict_task(
     url = record_trend(
         settings,
         reference.version,
-        trend_metrics(verdict),
+        verdict_metrics(verdict),
         {"heart.monitoring.last_verdict": verdict.verdict},
         path,
         window.until_ms,

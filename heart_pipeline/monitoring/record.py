@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.config import Settings
-from heart_pipeline.monitoring.drift import summarize_batch
+from heart_pipeline.monitoring.drift import Verdict, judge, summarize_batch
 from heart_pipeline.monitoring.store import record_batch
 from heart_pipeline.tracking.model_cards import full_metrics
 from heart_pipeline.tracking.registry import tracking_store, training_profile
@@ -60,7 +60,11 @@ def record_scored_batch(
     summary = summarize_batch(
         features, reference.profile, np.asarray(risk), labels, source=source, model_version=version, imputed=imputed
     )
-    run_id = record_batch(settings, summary, features if settings.monitoring.keep_rows else None)
+    # The batch judged alone too: its run in MLflow shows its own PSI per column (the monitor judges the merged window).
+    alone = judge(summary, reference.profile, reference.metrics, settings.monitoring, version)
+    run_id = record_batch(
+        settings, summary, features if settings.monitoring.keep_rows else None, verdict_metrics(alone), alone.verdict
+    )
     return f"batch of {len(features)} rows recorded for monitoring (MLflow run {run_id})"
 
 
@@ -70,3 +74,23 @@ def record_scored_batch_safely(settings: Settings, version: str, *args: Any, **k
         return record_scored_batch(settings, version, *args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - monitoring must never fail a scoring run that succeeded
         return f"batch not recorded for monitoring: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def verdict_metrics(verdict: Verdict) -> dict[str, float]:
+    """A verdict as MLflow metrics (a batch run's, or one step of a version's trend): rows, PSI per column,
+    and the labelled figures when present."""
+    metrics: dict[str, float] = {
+        "rows": verdict.rows,
+        "batches": verdict.batches,
+        "drifted_columns": len(verdict.drifted),
+    }
+    metrics["verdict_code"] = {"ok": 0, "drift": 1, "performance drop": 2}[verdict.verdict]
+    for column in verdict.columns:
+        metrics[f"psi.{column.column}"] = column.psi
+    if verdict.risk is not None:
+        metrics["psi.predicted_risk"] = verdict.risk.psi
+    if verdict.performance is not None:
+        metrics["roc_auc"] = verdict.performance.roc_auc
+        metrics["observed_rate"] = verdict.performance.observed_rate
+        metrics["mean_predicted"] = verdict.performance.mean_predicted
+    return {k: float(v) for k, v in metrics.items() if v == v}  # NaN has no place on a chart

@@ -31,6 +31,7 @@ VERSION_TAG = "heart.monitoring.model_version"
 SOURCE_TAG = "heart.monitoring.source"  # batch-scoring | api | external-validation | notebook ...
 COVERED_TAG = "heart.monitoring.covered_until_ms"  # trend runs: batches up to this start time were judged
 STEPS_TAG = "heart.monitoring.steps"
+BATCH_VERDICT_TAG = "heart.monitoring.batch_verdict"  # the batch judged alone (the monitor judges a window)
 SUMMARY_ARTIFACT = "batch_summary.json"
 SEARCH_PAGE = 500
 
@@ -54,9 +55,15 @@ def _client(settings: Settings) -> Any:
     return mlflow.MlflowClient(settings.tracking_uri)
 
 
-def record_batch(settings: Settings, summary: Mapping[str, Any], rows: pd.DataFrame | None = None) -> str:
-    """One finished MLflow run per scored batch; returns its run id. ``rows`` are stored only when
-    ``monitoring.keep_rows`` is true (summaries only by default)."""
+def record_batch(
+    settings: Settings,
+    summary: Mapping[str, Any],
+    rows: pd.DataFrame | None = None,
+    metrics: Mapping[str, float] | None = None,
+    verdict: str = "",
+) -> str:
+    """One finished MLflow run per scored batch (its summary, its own metrics and verdict when judged
+    alone); returns its run id. ``rows`` are stored only when ``monitoring.keep_rows`` is true."""
     from mlflow.entities import Metric
 
     with tracking_store(settings.tracking_uri):
@@ -71,16 +78,17 @@ def record_batch(settings: Settings, summary: Mapping[str, Any], rows: pd.DataFr
                 MODEL_TAG: settings.mlflow.registered_model,
                 VERSION_TAG: version,
                 SOURCE_TAG: source,
+                BATCH_VERDICT_TAG: verdict,
             },
         )
         run_id = run.info.run_id
         client.log_dict(run_id, dict(summary), SUMMARY_ARTIFACT)
         now = int(time.time() * 1000)
         rows_scored = int(summary["rows"])
-        metrics = [Metric("rows", rows_scored, now, 0)]
+        figures = {**(metrics or {}), "rows": rows_scored}
         if rows_scored:
-            metrics.append(Metric("mean_risk", float(summary["risk"]["sum"]) / rows_scored, now, 0))
-        client.log_batch(run_id, metrics=metrics)
+            figures["mean_risk"] = float(summary["risk"]["sum"]) / rows_scored
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
         if rows is not None and settings.monitoring.keep_rows:
             with tempfile.TemporaryDirectory(prefix="heart-batch-") as directory:
                 path = Path(directory) / "scored_rows.csv"
