@@ -10,7 +10,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from heart_pipeline.config import load_config
-from heart_pipeline.errors import PipelineError
 from heart_pipeline.monitoring.report import verdict_markdown
 from heart_pipeline.operations.preflight import check_tracking_store
 from heart_pipeline.operations.runs import FAILURE_HOOKS, create_run_folder, monitoring_run_name
@@ -32,11 +31,6 @@ def heart_monitoring(config_path: str | None = None, since_ms: int | None = None
     check_tracking_store(settings.tracking_uri)  # fail in seconds, before any work
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-monitoring", flow_run_id())
     reference = champion_reference_task(settings)
-    if reference.profile is None:
-        raise PipelineError(
-            f"{settings.mlflow.registered_model} v{reference.version} (@champion) has no training profile: it was "
-            "registered before monitoring kept one; retrain (heart-pipeline train) to monitor it"
-        )
     tag_flow_run(f"model:v{reference.version}")
     window = gather_batches_task(settings, reference.version, since_ms)
     verdict, merged = judge_window(window, reference, settings)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import signal
 import sys
@@ -102,9 +103,12 @@ _flow_phase = ["not started"]
 
 
 def _call_flow(flow: Callable[..., dict[str, Any]], **parameters: Any) -> dict[str, Any]:
-    """Call ``flow``, noting when it runs and when it has returned (its final state is then recorded)."""
+    """Call ``flow``, noting when it runs and when it has returned (its final state is then recorded).
+    Whatever the libraries print meanwhile goes to stderr (MLflow writes "View run ..." lines to stdout
+    against a tracking server): stdout carries only the summary or the --json result."""
     _flow_phase[0] = "running"
-    result = flow(**parameters)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = flow(**parameters)
     _flow_phase[0] = "finished"
     return result
 

@@ -54,7 +54,9 @@ def champion_reference_task(settings: Settings) -> ChampionReference:
 def judge_window(window: MonitoringWindow, reference: ChampionReference, settings: Settings) -> tuple[Verdict, dict]:
     """The verdict on the window's batches (merged), with a note for batches of other versions."""
     merged = merge_summaries([b.summary for b in window.judged])
-    verdict = judge(merged, reference.profile or {}, reference.metrics, settings.monitoring, reference.version)
+    verdict = judge(merged, reference.profile, reference.metrics, settings.monitoring, reference.version)
+    if reference.note:
+        verdict.notes.append(reference.note)
     if window.other_versions:
         listed = ", ".join(f"{n} by v{v}" for v, n in sorted(window.other_versions.items()))
         verdict.notes.append(f"batches scored by another version than the champion were not judged: {listed}")
@@ -72,7 +74,7 @@ def report_verdict_task(
 ) -> tuple[Path, str]:
     """The HTML report in the run folder, written whole or not at all, and the trend step in MLflow."""
     html = render_monitoring_html(
-        verdict, reference.profile or {}, merged, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        verdict, reference.profile, merged, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     )
     path = (
         run_dir / f"monitoring-v{verdict.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.html"

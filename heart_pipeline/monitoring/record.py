@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from heart_pipeline.config import Settings
+from heart_pipeline.data_contract.contract import load_reference_profile
 from heart_pipeline.monitoring.drift import Verdict, judge, summarize_batch
 from heart_pipeline.monitoring.store import record_batch
 from heart_pipeline.tracking.model_cards import full_metrics
@@ -26,21 +27,35 @@ class ChampionReference:
     """What a batch is judged against: the version, its training profile and its own test metrics."""
 
     version: str
-    profile: dict[str, Any] | None
+    profile: dict[str, Any]  # the version's own training profile, or the bundled reference (see note)
     metrics: dict[str, float]
+    note: str = ""  # set when the profile is not the version's own
+
+
+def bundled_reference(settings: Settings, version: str) -> tuple[dict[str, Any], str]:
+    """The bundled data's reference profile, for a version registered before training profiles were kept:
+    the same shares per column (no predicted risk), of the file such a version was most likely trained on."""
+    profile = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
+    return profile, (
+        f"v{version} was registered before training profiles were kept: compared with the bundled data's reference "
+        f"profile ({profile.get('source', 'reference_profile.json')}) instead; retrain to compare with its own rows"
+    )
 
 
 def version_reference(settings: Settings, version: str) -> ChampionReference:
-    """A registered version's training profile (None before profiles were kept) and its every metric."""
+    """A registered version's training profile (the bundled reference before profiles were kept) and its
+    every metric."""
     import mlflow
 
     with tracking_store(settings.tracking_uri):
         client = mlflow.MlflowClient(settings.tracking_uri)
         run_id = client.get_model_version(settings.mlflow.registered_model, version).run_id
-        if run_id is None:  # a version registered from a path, not from a run: nothing to compare with
-            return ChampionReference(version, None, {})
-        run = client.get_run(run_id)
-        return ChampionReference(version, training_profile(client, run_id), full_metrics(client, run))
+        own = training_profile(client, run_id) if run_id else None
+        metrics = full_metrics(client, client.get_run(run_id)) if run_id else {}
+    if own is not None:
+        return ChampionReference(version, own, metrics)
+    profile, note = bundled_reference(settings, version)
+    return ChampionReference(version, profile, metrics, note)
 
 
 def record_scored_batch(
@@ -55,8 +70,6 @@ def record_scored_batch(
     """Summarise one scored batch against its version's training profile and record it; returns a line
     for the run's log (recorded, or why not)."""
     reference = version_reference(settings, version)
-    if reference.profile is None:
-        return f"batch not recorded for monitoring: v{version} was registered before training profiles were kept"
     summary = summarize_batch(
         features, reference.profile, np.asarray(risk), labels, source=source, model_version=version, imputed=imputed
     )

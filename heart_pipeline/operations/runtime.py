@@ -26,10 +26,12 @@ def flow_run_id() -> str:
 
 
 def flow_run_ui_url() -> str | None:
-    """The current flow run's page in the Prefect UI (None outside a run or without a UI)."""
+    """The current flow run's page in the Prefect UI (None outside a run or without a UI). Prefect's own
+    ``flow_run.ui_url`` gives a /flow-runs/ path the 3.9 UI does not serve; ``url_for`` gives /runs/."""
     from prefect.runtime import flow_run
+    from prefect.utilities.urls import url_for
 
-    return flow_run.ui_url
+    return url_for("flow-run", obj_id=flow_run.id) if flow_run.id else None
 
 
 def tag_flow_run(tag: str) -> None:
@@ -44,7 +46,9 @@ def tag_flow_run(tag: str) -> None:
     if flow_run.id is None:
         return
     with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, tags=sorted({*flow_run.tags, tag}))
+        # The server's tags, not the run context's: those were read at start and miss the tags added since.
+        current = client.read_flow_run(flow_run.id).tags
+        client.update_flow_run(flow_run.id, tags=sorted({*current, tag}))
 
 
 class ExpectedErrorsAsOneLine(logging.Filter):
