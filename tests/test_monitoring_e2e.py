@@ -5,6 +5,7 @@ and the automation the trigger made starts a heart-training run that completes."
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from heart_pipeline.config import PROJECT_ROOT, load_config
 from heart_pipeline.monitoring.events import DRIFT_EVENT
-from tests.helpers import prefect_cli, prefect_env, process_worker, write_test_config
+from tests.helpers import cli_env, prefect_cli, prefect_env, process_worker, run_cli, write_test_config
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +112,15 @@ def test_a_drifted_batch_starts_a_retraining_through_the_deployed_trigger(
         time.sleep(3)
         run = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=30).json()
     assert run["state_type"] == "COMPLETED", (run["state"], deployed["log"].read_text()[-3000:])
+
+    # The CLI as a person runs it: the verdict line first, the report's path last; --json is pure JSON.
+    env = cli_env(api, deployed["directory"] / "cli-home")
+    batch_again = run_cli("score", "--data", str(batch), "--config", config, env=env)
+    assert batch_again.returncode == 0, batch_again.stderr[-2000:]
+    said = run_cli("monitor", "--config", config, env=env)
+    assert said.returncode == 0, said.stderr[-2000:]
+    lines = said.stdout.strip().splitlines()
+    assert lines[0] == "verdict: drift" and lines[-1].startswith("report: "), said.stdout
+    assert any(line.startswith("age: PSI") for line in lines), said.stdout
+    quiet = run_cli("monitor", "--json", "--config", config, env=env)
+    assert json.loads(quiet.stdout)["verdict"] == "ok", quiet.stdout[-2000:]  # nothing scored since the last run
