@@ -73,9 +73,7 @@ def report_verdict_task(
     run_dir: Path,
 ) -> tuple[Path, str]:
     """The HTML report in the run folder, written whole or not at all, and the trend step in MLflow."""
-    html = render_monitoring_html(
-        verdict, reference.profile, merged, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    )
+    html = render_monitoring_html(verdict, reference.profile, merged, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     path = (
         run_dir / f"monitoring-v{verdict.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.html"
     )  # one per run in MLflow
