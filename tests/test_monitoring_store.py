@@ -69,3 +69,20 @@ def test_each_monitoring_run_is_one_step_of_its_versions_trend(tmp_path: Path) -
     assert [(m.step, m.value) for m in history] == [(0, 0.1), (1, 0.9)]
     assert trend[0].data.tags["heart.monitoring.last_verdict"] == "drift"
     assert url.endswith("reports/monitoring-v1.html") or "reports" in url
+
+
+def test_a_version_without_a_training_profile_is_judged_against_the_bundled_reference(tmp_path: Path) -> None:
+    from heart_pipeline.data_contract.contract import load_reference_profile
+    from heart_pipeline.monitoring.record import version_reference
+
+    _, settings, _ = make_settings(tmp_path)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    run = client.create_run(monitoring_experiment(settings))  # a run logged before profiles were kept
+    client.set_terminated(run.info.run_id)
+    name = settings.mlflow.registered_model
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    reference = version_reference(settings, "1")
+    bundled = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
+    assert reference.profile == bundled
+    assert reference.note.startswith("v1 was registered before training profiles were kept")
