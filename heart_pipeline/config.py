@@ -383,6 +383,13 @@ def default_codebook() -> Codebook:
     return load_codebook_for(load_config())
 
 
+def default_reference_profile() -> dict[str, Any]:
+    """The bundled data's profile the default config names (contract.reference_profile_path), for code that
+    has a contract but no settings: its location is written once."""
+    settings = load_config()
+    return load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
+
+
 def write_private_config(directory: Path, overrides: dict[str, Any], base: Path = DEFAULT_CONFIG_PATH) -> Path:
     """``base`` with its runs folder (monitoring reports included), MLflow store and artifacts moved under ``directory``
     and dotted ``overrides`` applied ({"cross_validation.n_repeats": 1}); written to ``directory/config.yaml``.

@@ -14,11 +14,11 @@ import pandas as pd
 from prefect import task
 
 from heart_pipeline.caching import data_step_cache_policy
-from heart_pipeline.config import ValidationConfig, default_codebook
+from heart_pipeline.config import ValidationConfig, default_codebook, default_reference_profile
 from heart_pipeline.data_contract.codebook import Codebook
-from heart_pipeline.data_contract.contract import RECORDED_RULES, Contract, load_reference_profile, rule_name
+from heart_pipeline.data_contract.contract import RECORDED_RULES, Contract, rule_name
 from heart_pipeline.data_contract.files import write_csv_for_people
-from heart_pipeline.data_contract.meaning import DEFAULT_REFERENCE_PROFILE_PATH, resolve_expectations
+from heart_pipeline.data_contract.meaning import resolve_expectations
 from heart_pipeline.data_contract.profile import column_profiles
 from heart_pipeline.data_contract.recorded import not_recorded_summary
 from heart_pipeline.errors import cell
@@ -433,7 +433,7 @@ def validate_frame(
     (the bundled data's, committed with it); pass another, e.g. ``build_reference_profile`` of the
     champion's training rows, to compare with that. ``codebook`` supplies the foreign codings.
     """
-    reference = reference or contract.reference or load_reference_profile(DEFAULT_REFERENCE_PROFILE_PATH)
+    reference = reference or contract.reference or default_reference_profile()
     expectations = resolve_expectations(contract.raw["expectations"], reference, codebook or default_codebook())
     # Indexed by file line: GE's failing indices, the quarantine and every message speak in lines.
     # (An unnamed index: GE reports a named one as dicts.)

@@ -13,7 +13,6 @@ import pytest
 
 from heart_pipeline.config import default_codebook, load_settings_and_contract
 from heart_pipeline.data_contract.meaning import (
-    DEFAULT_REFERENCE_PROFILE_PATH,
     foreign_coding_fits,
     label_inversion_reason,
     marker_effects,
@@ -68,7 +67,8 @@ def coding_fires(frame: pd.DataFrame) -> dict:
 
 def test_committed_reference_profile_is_the_bundled_datas() -> None:
     """`make reference-profile` regenerates it; this fails until it is rerun after a data change."""
-    assert DEFAULT_REFERENCE_PROFILE_PATH.read_text() == profile_json(bundled_profile(SETTINGS))
+    committed = SETTINGS.resolve(SETTINGS.contract.reference_profile_path)
+    assert committed.read_text() == profile_json(bundled_profile(SETTINGS))
 
 
 def test_exact_percent_never_rounds_a_part_to_all_or_none() -> None:

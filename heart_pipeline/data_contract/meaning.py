@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +27,6 @@ MAX_ROWS_FOR_TESTS = 50_000
 # A code that a hypothesis says cannot occur still gets this probability, so one typo costs a
 # fixed amount of evidence (log(1e-3) = -6.9 nats) instead of ruling the hypothesis out.
 UNSEEN_CODE_PROBABILITY = 1e-3
-# The bundled data's profile sits with the contract; config's contract.reference_profile_path names
-# it for runs, and this default serves code without a config (tests, the regeneration command).
-DEFAULT_REFERENCE_PROFILE_PATH = Path(__file__).resolve().parents[2] / "great_expectations" / "reference_profile.json"
 
 
 def _subsample(frame: pd.DataFrame) -> pd.DataFrame:
