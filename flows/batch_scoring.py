@@ -34,7 +34,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
     scoring_contract = tolerating_unrecorded(contract.for_scoring(settings.data.target), settings.data.target)
     run_dir = create_run_folder(settings.resolve(settings.outputs.runs_dir), "heart-batch-scoring", flow_run_id())
 
-    dataset, _ = load_for_scoring_task(settings.resolve(data_path), settings, scoring_contract.columns)
+    dataset, sites = load_for_scoring_task(settings.resolve(data_path), settings, scoring_contract.columns)
     tag_flow_run(f"data:{dataset.fingerprint[:8]}")
     # Each patient is scored on its own, so any share of invalid rows is quarantined, not fatal; a column
     # the site does not record is a warning, and its missing values go to the model's imputers.
@@ -47,6 +47,7 @@ def heart_batch_scoring(data_path: str, out_path: str | None = None, config_path
         settings,
         run_dir / "scoring",
         settings.resolve(out_path) if out_path else None,
+        sites,
     )
     result = {
         "run_dir": str(run_dir),

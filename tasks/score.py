@@ -94,7 +94,12 @@ def write_predictions(predictions: pd.DataFrame, out_dir: Path, out_path: Path |
 
 @task(name="score", retries=1, retry_delay_seconds=5)
 def score_patients_task(
-    patients: pd.DataFrame, feature_columns: list[str], settings: Settings, out_dir: Path, out_path: Path | None
+    patients: pd.DataFrame,
+    feature_columns: list[str],
+    settings: Settings,
+    out_dir: Path,
+    out_path: Path | None,
+    sites: pd.Series | None = None,
 ) -> ScoringResult:
     from prefect import get_run_logger
 
@@ -103,6 +108,8 @@ def score_patients_task(
     version = champion_version(settings.tracking_uri, name)
     model = load_model_version(settings.tracking_uri, name, version)
     predictions = score_rows(model, patients, feature_columns, version)
+    if sites is not None:  # the file's site column, split off before the gate, goes back beside each patient
+        predictions.insert(0, settings.evaluation.site_column, sites.reindex(predictions.index).to_numpy())
     path, copied = write_predictions(predictions, out_dir, out_path)
     shares, warnings = imputation_report(model, patients, settings)
     features = patients[feature_columns]

@@ -164,6 +164,7 @@ def patients(template: dict, clean_frame: pd.DataFrame) -> Path:
     frame = clean_frame.drop(columns="target").head(40).copy()
     frame.loc[5, "age"] = 500  # out of range
     frame.loc[9, "ca"] = 7  # unknown code
+    frame["site"] = ["north", "south"] * 20  # evaluation.site_column: not a feature, kept beside each prediction
     path = template["directory"] / "patients.csv"
     frame.to_csv(path, index=False)
     return path
@@ -188,6 +189,9 @@ def test_batch_scoring_scores_valid_rows_and_quarantines_the_rest(scored: dict, 
     assert (scored["rows_in"], scored["rows_scored"], scored["rows_quarantined"]) == (40, 38, 2)
     assert len(predictions) == 38
     assert {"probability", "label", "model_version"} <= set(predictions.columns)
+    # Each prediction keeps its row's site (rows 5 and 9 were quarantined: the sites still line up).
+    sites = pd.read_csv(template["directory"] / "patients.csv")["site"].drop(index=[5, 9]).tolist()
+    assert predictions["site"].tolist() == sites
     assert predictions["model_version"].astype(str).unique().tolist() == [champion_of(template)]
     assert predictions["probability"].between(0, 1).all()
     quarantine = pd.read_csv(scored["quarantine_path"])
@@ -216,7 +220,7 @@ def api(template: dict):
 
 def test_api_matches_batch_scoring(api, scored: dict) -> None:
     predictions = pd.read_csv(scored["predictions_path"])
-    features = predictions.drop(columns=["probability", "label", "model_version"])
+    features = predictions.drop(columns=["site", "probability", "label", "model_version"])
     records = json.loads(features.to_json(orient="records"))
     response = api.post("/predict", json=records)
     assert response.status_code == 200, response.text
