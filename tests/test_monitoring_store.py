@@ -86,3 +86,19 @@ def test_a_version_without_a_training_profile_is_judged_against_the_bundled_refe
     bundled = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
     assert reference.profile == bundled
     assert reference.note.startswith("v1 was registered before training profiles were kept")
+
+
+def test_a_batch_still_being_written_is_left_for_the_next_monitoring_run(tmp_path: Path) -> None:
+    from heart_pipeline.monitoring.store import MODEL_TAG, SOURCE_TAG, SUMMARY_ARTIFACT, VERSION_TAG
+
+    _, settings, _ = make_settings(tmp_path)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    tags = {KIND_TAG: "batch", MODEL_TAG: settings.mlflow.registered_model, VERSION_TAG: "1", SOURCE_TAG: "test"}
+    writing = client.create_run(monitoring_experiment(settings), tags=tags)  # started, summary not yet in
+    first_look = int(time.time() * 1000) + 1
+    assert batches_between(settings, 0, first_look) == []
+    client.log_dict(writing.info.run_id, summary(7), "batch_summary.json")
+    client.set_terminated(writing.info.run_id)
+    later = batches_between(settings, first_look, int(time.time() * 1000) + 1)  # the next run's window
+    assert [b.run_id for b in later] == [writing.info.run_id]
+    assert SUMMARY_ARTIFACT == "batch_summary.json"

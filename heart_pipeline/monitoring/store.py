@@ -29,7 +29,7 @@ KIND_TAG = "heart.monitoring.kind"  # batch | trend
 MODEL_TAG = "heart.monitoring.registered_model"
 VERSION_TAG = "heart.monitoring.model_version"
 SOURCE_TAG = "heart.monitoring.source"  # batch-scoring | api | external-validation | notebook ...
-COVERED_TAG = "heart.monitoring.covered_until_ms"  # trend runs: batches up to this start time were judged
+COVERED_TAG = "heart.monitoring.covered_until_ms"  # trend runs: batches recorded up to this time were judged
 STEPS_TAG = "heart.monitoring.steps"
 BATCH_VERDICT_TAG = "heart.monitoring.batch_verdict"  # the batch judged alone (the monitor judges a window)
 SUMMARY_ARTIFACT = "batch_summary.json"
@@ -39,7 +39,7 @@ SEARCH_PAGE = 500
 @dataclass(frozen=True)
 class RecordedBatch:
     run_id: str
-    started_ms: int
+    recorded_ms: int  # when its run ended: its summary had landed by then
     summary: dict[str, Any]
 
 
@@ -112,7 +112,9 @@ def _search(client: Any, experiment_id: str, filter_string: str, order: str) -> 
 
 
 def batches_between(settings: Settings, after_ms: int, until_ms: int) -> list[RecordedBatch]:
-    """The batches recorded for the registered model with a start time in (after_ms, until_ms], oldest first."""
+    """The batches recorded for the registered model whose recording ended in (after_ms, until_ms], oldest
+    first. By end time, not start time: a batch still being written when a monitoring run looks has no end
+    time yet, so the next monitoring run judges it instead of stepping past it."""
     with tracking_store(settings.tracking_uri):
         client = _client(settings)
         experiment_id = monitoring_experiment(settings)
@@ -120,14 +122,14 @@ def batches_between(settings: Settings, after_ms: int, until_ms: int) -> list[Re
             client,
             experiment_id,
             f"tags.`{KIND_TAG}` = 'batch' and tags.`{MODEL_TAG}` = '{settings.mlflow.registered_model}' "
-            f"and attributes.start_time > {after_ms} and attributes.start_time <= {until_ms}",
-            "attributes.start_time ASC",
+            f"and attributes.end_time > {after_ms} and attributes.end_time <= {until_ms}",
+            "attributes.end_time ASC",
         )
         batches = []
         for run in found:
             text = run_artifact_text(client, run.info.run_id, SUMMARY_ARTIFACT)
             if text:  # a batch whose writer died before its summary landed holds nothing to judge
-                batches.append(RecordedBatch(run.info.run_id, int(run.info.start_time), json.loads(text)))
+                batches.append(RecordedBatch(run.info.run_id, int(run.info.end_time), json.loads(text)))
         return batches
 
 
