@@ -369,8 +369,7 @@ def load_settings_and_contract(path: Path | str | None = None) -> tuple[Settings
     disagree = disagreements_with_contract(book, {name: contract.value_set(name) for name in book.columns})
     if disagree:
         raise ConfigError(f"{book.path}: the codebook and the contract disagree: {'; '.join(disagree)}")
-    reference = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
-    return settings, replace(contract, reference=reference)
+    return settings, replace(contract, reference=load_reference_profile_for(settings))
 
 
 def load_codebook_for(settings: Settings) -> Codebook:
@@ -386,7 +385,11 @@ def default_codebook() -> Codebook:
 def default_reference_profile() -> dict[str, Any]:
     """The bundled data's profile the default config names (contract.reference_profile_path), for code that
     has a contract but no settings: its location is written once."""
-    settings = load_config()
+    return load_reference_profile_for(load_config())
+
+
+def load_reference_profile_for(settings: Settings) -> dict[str, Any]:
+    """The reference profile that ``settings`` points at (contract.reference_profile_path)."""
     return load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
 
 

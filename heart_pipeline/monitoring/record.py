@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heart_pipeline.config import Settings
-from heart_pipeline.data_contract.contract import load_reference_profile
+from heart_pipeline.config import Settings, load_reference_profile_for
 from heart_pipeline.monitoring.drift import Verdict, judge, summarize_batch
 from heart_pipeline.monitoring.store import record_batch
 from heart_pipeline.tracking.model_cards import full_metrics
@@ -35,7 +34,7 @@ class ChampionReference:
 def bundled_reference(settings: Settings, version: str) -> tuple[dict[str, Any], str]:
     """The bundled data's reference profile, for a version registered before training profiles were kept:
     the same shares per column (no predicted risk), of the file such a version was most likely trained on."""
-    profile = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
+    profile = load_reference_profile_for(settings)
     return profile, (
         f"v{version} was registered before training profiles were kept: compared with the bundled data's reference "
         f"profile ({profile.get('source', 'reference_profile.json')}) instead; retrain to compare with its own rows"
