@@ -19,7 +19,13 @@ from heart_pipeline.tracking.registry import LeaseLost, lease_epochs, lease_mode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAME = "heart-disease"
-LEASE = 2.0  # seconds: short, so a dead holder's lease is broken quickly; the margin (25%) exceeds the latency
+# Seconds. Short, so the tests that wait a lease out stay quick; its margin (25%) must still exceed the
+# slowest store call, which on a loaded 2-core CI box (SQLite writers queueing behind each other) has
+# reached 1.5 s: a 2 s lease there made a healthy holder give up (safely, but the test failed).
+LEASE = 4.0
+# The race test never waits a lease out (its dead holders expired in the past), so it can afford a long
+# one: a holder that loses it there would be a scheduling accident, not the race under test.
+CONTENDED_LEASE = 12.0
 MAX_LATENCY = 0.05
 TRIALS = 50
 
@@ -76,13 +82,16 @@ def leave_a_dead_holder(uri: str, number: int) -> None:
     )
 
 
-def test_concurrent_holders_never_overlap_with_injected_latency(uri: str) -> None:
+def test_concurrent_holders_never_overlap_with_injected_latency(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from heart_pipeline.tracking import registry
+
+    monkeypatch.setattr(registry, "LEASE_POLL_SECONDS", 0.05)  # contenders retry as often as with a short lease
     section, errors = CriticalSection(), []
 
     def hold(seed: int) -> None:
         client = LatencyClient(uri, random.Random(seed))
         try:
-            with registry_lease(client, NAME, "test", wait_seconds=30, lease_seconds=LEASE) as lease:
+            with registry_lease(client, NAME, "test", wait_seconds=60, lease_seconds=CONTENDED_LEASE) as lease:
                 section.run(lease.check, random.Random(seed).uniform(0.005, 0.03))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
