@@ -18,7 +18,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# uv installs exactly what pip would (constraints.txt pins every package) but downloads in parallel: on a
+	@# machine with no cache, seconds instead of about three minutes. pip installs uv itself, pinned too.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	@# Migrate the background Prefect server's database now, not during the first `train` (about 15 s).
 	$(BIN)/python -m heart_pipeline.operations.local_server
 	@touch $(STAMP)
@@ -52,7 +55,7 @@ serve: install  ## the prediction API on 127.0.0.1:$(PORT) (needs a champion: `m
 
 LAB_PORT ?= 6200
 lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) over notebooks/, the venv as its kernel (the `lab` extra, only here)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,lab]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,lab]'
 	@# No network: JupyterLab would otherwise fetch a news feed, check for a newer release and offer extensions
 	@# from PyPI (its packages are the pinned ones). --allow-root only where make runs as root (a container),
 	@# which Jupyter otherwise refuses.

@@ -27,7 +27,7 @@ LEASE = 4.0
 # one: a holder that loses it there would be a scheduling accident, not the race under test.
 CONTENDED_LEASE = 12.0
 MAX_LATENCY = 0.05
-TRIALS = 50
+TRIALS = 36
 
 
 class LatencyClient:
