@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@# uv installs exactly what pip would (constraints.txt pins every package) but downloads in parallel: on a
 	@# machine with no cache, seconds instead of about three minutes. pip installs uv itself, pinned too.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	@# Migrate the background Prefect server's database now, not during the first `train` (about 15 s).
 	$(BIN)/python -m heart_pipeline.operations.local_server
 	@touch $(STAMP)
