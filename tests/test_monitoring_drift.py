@@ -25,6 +25,7 @@ from heart_pipeline.monitoring.drift import (
     auc_from_histograms,
     column_drift,
     hanley_mcneil_interval,
+    homogeneity_p_value,
     judge,
     merge_summaries,
     performance_check,
@@ -201,23 +202,43 @@ def test_column_drift_needs_both_the_size_and_the_significance() -> None:
     )
     assert big_but_few.psi >= 0.25 and big_but_few.p_value >= 0.001 and not big_but_few.drifted
     tiny_but_sure = column_drift(
-        "sex", {"0": 52_000, "1": 48_000}, reference, psi_threshold=0.25, p_threshold=0.001, reference_rows=200
+        "sex", {"0": 52_000, "1": 48_000}, reference, psi_threshold=0.25, p_threshold=0.001, reference_rows=200_000
     )
     assert tiny_but_sure.p_value < 1e-10 and tiny_but_sure.psi < 0.01 and not tiny_but_sure.drifted
     both = column_drift("sex", {"0": 90, "1": 10}, reference, psi_threshold=0.25, p_threshold=0.001, reference_rows=200)
     assert both.drifted and both.moved in ("0", "1") and both.describe().startswith("sex: PSI ")
 
 
-def test_column_drift_p_is_scipys_chisquare() -> None:
-    from scipy.stats import chisquare
+def test_column_drift_p_is_scipys_two_sample_chi_square() -> None:
+    from scipy.stats import chi2_contingency
 
     counts, reference = {"1": 35, "2": 45, "3": 20}, {"1": 0.25, "2": 0.45, "3": 0.25, "4": 0.05}
     drift = column_drift("cp", counts, reference, psi_threshold=0.25, p_threshold=0.01, reference_rows=200)
-    floor = 0.5 / 100  # half a row of the smaller sample
-    expected = np.maximum([0.25, 0.45, 0.25, 0.05], floor)
-    expected = expected / expected.sum() * 100
-    assert drift.p_value == pytest.approx(chisquare([35, 45, 20, 0], expected).pvalue, rel=1e-9)
+    table = [[50, 90, 50, 10], [35, 45, 20, 0]]  # the training rows' counts (shares x 200) over the batch's
+    assert drift.p_value == pytest.approx(chi2_contingency(table, correction=False).pvalue, rel=1e-9)
     assert drift.moved == "1" and drift.observed_share == 0.35 and drift.reference_share == 0.25
+    # a key neither sample has is no category; a key only the batch has is one
+    assert homogeneity_p_value(np.array([60.0, 40.0, 0.0]), np.array([30.0, 20.0, 0.0])) == pytest.approx(1.0)
+    new_code = homogeneity_p_value(np.array([60.0, 40.0, 0.0]), np.array([20.0, 10.0, 20.0]))
+    assert new_code == pytest.approx(chi2_contingency([[60, 40, 0], [20, 10, 20]], correction=False).pvalue)
+
+
+def test_the_training_rows_own_noise_is_not_drift() -> None:
+    """A large batch 10 points off training shares measured on 100 rows: a goodness-of-fit test that took
+    those shares as exact would call it certain (p ~ 1e-89); against 100 rows it is within their noise
+    (p = 0.04), and against 10,000 it is not."""
+    drift = column_drift(
+        "sex", {"0": 6_000, "1": 4_000}, {"0": 0.5, "1": 0.5}, psi_threshold=0.0, p_threshold=0.01, reference_rows=100
+    )
+    assert drift.p_value > 0.01 and not drift.drifted  # p = 0.042
+    assert column_drift(
+        "sex",
+        {"0": 6_000, "1": 4_000},
+        {"0": 0.5, "1": 0.5},
+        psi_threshold=0.0,
+        p_threshold=0.01,
+        reference_rows=10_000,
+    ).drifted
 
 
 def test_auc_from_histograms_matches_sklearn() -> None:

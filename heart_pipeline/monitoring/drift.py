@@ -8,9 +8,10 @@ the monitor judges every batch since its last run as one sample.
 
 A column drifts when BOTH hold: its population stability index against the training shares
 reaches ``monitoring.psi_threshold`` (an effect size: how far the distribution moved) and a
-chi-square goodness-of-fit test gives p < ``monitoring.alpha`` / columns compared (Bonferroni:
-the shift is not sampling noise, in any of the columns looked at). PSI alone fires on small
-batches' noise; a p-value alone fires on a trivial shift in a large batch.
+two-sample chi-square test (training rows against the batch's) gives p < ``monitoring.alpha`` /
+columns compared (Bonferroni: the shift is not sampling noise, of the batch or of the training
+rows, in any of the columns looked at). PSI alone fires on small batches' noise; a p-value alone
+fires on a trivial shift in a large batch.
 
 Why PSI + scipy's chi-square and not Evidently or NannyML: both tests fit in a few lines over
 counts that the summaries already hold (so merged batches are tested exactly, without rows),
@@ -273,7 +274,7 @@ class ColumnDrift:
 
     column: str
     psi: float
-    p_value: float  # chi-square goodness of fit of the recent counts against the training shares
+    p_value: float  # chi-square test that the recent rows and the training rows share one distribution
     moved: str  # the key (bin, code or "missing") whose share moved most
     observed_share: float
     reference_share: float
@@ -295,6 +296,27 @@ class ColumnDrift:
         )
 
 
+def homogeneity_p_value(reference_counts: np.ndarray, batch_counts: np.ndarray) -> float:
+    """Pearson's chi-square test that two samples (the training rows and the batch) come from one
+    distribution over the same keys: scipy's ``chi2_contingency(correction=False)`` on the 2 x k table.
+
+    Two samples, not a goodness of fit against the training shares: those shares were measured on a
+    few hundred rows, and treating them as exact made a large batch "significantly" different from
+    the training rows' own sampling noise. A key neither sample has drops out; one sample's counts
+    may be fractional (training shares times its rows)."""
+    # The p-value from the statistic with scipy.special, without chi2_contingency's argument handling
+    # (a monitor run tests every column of every bootstrap batch; a test checks that the two agree).
+    from scipy.special import chdtrc
+
+    table = np.vstack([reference_counts, batch_counts]).astype(float)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    return float(chdtrc(table.shape[1] - 1, statistic))
+
+
 def column_drift(
     column: str,
     counts: Mapping[str, int],
@@ -305,10 +327,6 @@ def column_drift(
     reference_rows: int,
 ) -> ColumnDrift:
     """PSI and chi-square p of ``counts`` against ``reference_shares``; drifted when both pass their bar."""
-    # scipy.stats.chisquare's p-value from its statistic, without its 1 ms of argument handling per call
-    # (a monitor run tests every column of every bootstrap batch; tests check the two agree).
-    from scipy.special import chdtrc
-
     keys = sorted(set(counts) | set(reference_shares))
     observed = np.array([float(counts.get(k, 0)) for k in keys])
     rows = float(observed.sum())
@@ -320,10 +338,7 @@ def column_drift(
     psi = population_stability_index(
         dict(zip(keys, shares, strict=True)), dict(zip(keys, reference, strict=True)), floor
     )
-    expected = np.maximum(reference, floor)
-    expected = expected / expected.sum() * rows
-    statistic = float(np.sum((observed - expected) ** 2 / expected))
-    p_value = float(chdtrc(len(keys) - 1, statistic)) if len(keys) > 1 else 1.0
+    p_value = homogeneity_p_value(reference * reference_rows, observed)
     worst = int(np.argmax(np.abs(shares - reference)))
     drifted = psi >= psi_threshold and p_value < p_threshold
     return ColumnDrift(column, psi, p_value, keys[worst], float(shares[worst]), float(reference[worst]), drifted)

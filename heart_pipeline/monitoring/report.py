@@ -163,8 +163,8 @@ def render_monitoring_html(
         '<p class="muted">Per column, most drifted first: the share of training rows against the share of recent '
         'rows in each bin or code:<span class="key ref"></span>training<span class="key now"></span>recent'
         '<span class="key moved"></span>recent, the value that moved most. A column drifts when its PSI reaches '
-        "monitoring.psi_threshold and its chi-square p is below monitoring.alpha divided by the number of "
-        "columns compared.</p>\n"
+        "monitoring.psi_threshold and the chi-square p of training rows against recent rows is below "
+        "monitoring.alpha divided by the number of columns compared.</p>\n"
         + (columns or '<p class="muted">No column compared (see the notes above).</p>')
         + risk_section(verdict, profile, merged)
         + "\n</body></html>\n"
