@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prefect import task
 
-from heart_pipeline.config import Settings
+from heart_pipeline.config import Settings, load_codebook_for
 from heart_pipeline.monitoring.drift import Verdict, judge, merge_summaries
 from heart_pipeline.monitoring.events import emit_verdict_event
 from heart_pipeline.monitoring.record import ChampionReference, verdict_metrics, version_reference
@@ -54,7 +54,14 @@ def champion_reference_task(settings: Settings) -> ChampionReference:
 def judge_window(window: MonitoringWindow, reference: ChampionReference, settings: Settings) -> tuple[Verdict, dict]:
     """The verdict on the window's batches (merged), with a note for batches of other versions."""
     merged = merge_summaries([b.summary for b in window.judged])
-    verdict = judge(merged, reference.profile, reference.metrics, settings.monitoring, reference.version)
+    verdict = judge(
+        merged,
+        reference.profile,
+        reference.metrics,
+        settings.monitoring,
+        reference.version,
+        load_codebook_for(settings).code_meanings(),
+    )
     if reference.note:
         verdict.notes.append(reference.note)
     if window.other_versions:
@@ -73,7 +80,13 @@ def report_verdict_task(
     run_dir: Path,
 ) -> tuple[Path, str]:
     """The HTML report in the run folder, written whole or not at all, and the trend step in MLflow."""
-    html = render_monitoring_html(verdict, reference.profile, merged, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    html = render_monitoring_html(
+        verdict,
+        reference.profile,
+        merged,
+        datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        load_codebook_for(settings).code_meanings(),
+    )
     path = (
         run_dir / f"monitoring-v{verdict.model_version}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.html"
     )  # one per run in MLflow

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline
 
-from heart_pipeline.config import MonitoringConfig, Settings, load_config
+from heart_pipeline.config import MonitoringConfig, Settings, default_codebook, load_config
 from heart_pipeline.evidence.stats import bootstrap_intervals
 from heart_pipeline.monitoring.drift import (
     AUC_BINS,
@@ -109,6 +109,27 @@ def test_a_site_without_ca_reads_as_missing(champion: Champion, clean_frame: pd.
     (ca,) = verdict.drifted
     assert ca.moved == "missing"
     assert re.fullmatch(r"ca: PSI \d+\.\d\d; ca missing in 100% of rows against 0% at training", ca.describe())
+
+
+def test_a_moved_code_is_named_with_its_codebook_meaning(champion: Champion, clean_frame: pd.DataFrame) -> None:
+    """The project's codes are not UCI's (restecg 0 is hypertrophy here, normal there): the verdict and the
+    report say what a code means, from the codebook."""
+    meanings = default_codebook().code_meanings()
+    batch = clean_frame.assign(restecg=0)[champion.features]
+    summary = summarize_batch(
+        batch, champion.profile, champion.model.predict_proba(batch)[:, 1], None, source="t", model_version="1"
+    )
+    merged = merge_summaries([summary])
+    verdict = judge(merged, champion.profile, champion.metrics, champion.policy, "1", meanings)
+    (restecg,) = verdict.drifted
+    assert restecg.describe().startswith("restecg: PSI ")
+    assert "restecg = 0 (left ventricular hypertrophy) in 100% of rows" in restecg.describe()
+    assert verdict.payload()["drifted"][0]["meaning"] == "left ventricular hypertrophy"
+    page = render_monitoring_html(verdict, champion.profile, merged, meanings=meanings)
+    assert '<code>1</code> <span class="muted">normal</span>' in page
+    assert "left ventricular hypertrophy (Estes&#x27; criteria)" in page, "the report keeps the whole meaning"
+    plain = judge(merged, champion.profile, champion.metrics, champion.policy, "1")
+    assert "restecg = 0 in 100% of rows" in plain.drifted[0].describe()
 
 
 def test_labels_that_no_longer_match_are_a_performance_drop(champion: Champion, clean_frame: pd.DataFrame) -> None:

@@ -121,6 +121,11 @@ class Codebook:
     def codes(self, column: str) -> list[int]:
         return list(self.column(column).codes)
 
+    def code_meanings(self) -> dict[str, dict[str, str]]:
+        """Every coded column's meanings keyed by the code as text, as profiles and summaries key them
+        (``{"restecg": {"0": "left ventricular hypertrophy (Estes' criteria)", ...}}``)."""
+        return {name: {str(code): text for code, text in coded.codes.items()} for name, coded in self.columns.items()}
+
     def meaning(self, column: str, code: int) -> str:
         """The meaning of ``code`` in ``column``; an unknown code says so rather than raising."""
         coded = self.column(column)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -279,14 +279,15 @@ class ColumnDrift:
     observed_share: float
     reference_share: float
     drifted: bool
+    meaning: str = ""  # the codebook's meaning of ``moved`` when it is a code (``judge`` fills it in)
 
     def where(self) -> str:
-        """``ca missing``, ``cp = 4``, or a bin label as it stands (``>= 62``, ``211 to 241``)."""
+        """``ca missing``, ``cp = 0 (asymptomatic)``, or a bin label as it stands (``>= 62``, ``211 to 241``)."""
         if self.moved == MISSING:
             return f"{self.column} missing"
         if self.moved[:1] in "<>" or " to " in self.moved:
             return self.moved
-        return f"{self.column} = {self.moved}"
+        return f"{self.column} = {self.moved}" + (f" ({self.meaning})" if self.meaning else "")
 
     def describe(self) -> str:
         """``age: PSI 1.32; >= 62 in 71% of rows against 23% at training``."""
@@ -522,6 +523,7 @@ class Verdict:
                     "psi": _rounded(c.psi, 3),
                     "p_value": float(f"{c.p_value:.3g}"),
                     "moved": c.moved,
+                    "meaning": c.meaning or None,
                     "observed_share": _rounded(c.observed_share, 3),
                     "reference_share": _rounded(c.reference_share, 3),
                 }
@@ -576,14 +578,26 @@ def _labelled_note(labelled: Mapping[str, Any] | None, policy: MonitoringConfig)
     )
 
 
+def _short_meaning(text: str, longest: int = 30) -> str:
+    """A meaning short enough for a verdict line: a long one loses its trailing parenthesis ("ST-T wave
+    abnormality (T wave inversion and/or ...)" -> "ST-T wave abnormality"); a short one keeps it ("no (<= 120
+    mg/dL)"), as its parenthesis is what it says. The report shows every meaning whole."""
+    if len(text) > longest and text.endswith(")") and " (" in text:
+        return text[: text.index(" (")]
+    return text
+
+
 def judge(
     merged: dict[str, Any],
     profile: dict[str, Any],
     champion_metrics: Mapping[str, float],
     policy: MonitoringConfig,
     model_version: str,
+    meanings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Verdict:
-    """ok, drift or performance drop for the merged batches; a performance drop beats drift beats ok."""
+    """ok, drift or performance drop for the merged batches; a performance drop beats drift beats ok.
+    ``meanings`` (``Codebook.code_meanings()``) names what a moved code means: the project's codes are
+    not UCI's (restecg 0 is hypertrophy here, normal there), so a bare code would mislead."""
     rows, notes = int(merged["rows"]), []
     columns: list[ColumnDrift] = []
     risk = None
@@ -592,7 +606,10 @@ def judge(
             f"{rows} rows since the last run, fewer than monitoring.min_rows={policy.min_rows}: no drift verdict"
         )
     else:
-        columns = _compare_columns(merged, profile, policy)
+        columns = [
+            replace(c, meaning=_short_meaning((meanings or {}).get(c.column, {}).get(c.moved, ""))) if meanings else c
+            for c in _compare_columns(merged, profile, policy)
+        ]
         notes.append(
             f"{len(columns)} columns compared with the training rows ({profile['source']}): a column drifts at "
             f"PSI >= {policy.psi_threshold:g} and chi-square p < {policy.alpha:g}/{len(columns)}"

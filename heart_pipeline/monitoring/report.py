@@ -53,15 +53,19 @@ def _key_order(key: str) -> tuple[int, float, str]:
     return (1, float(match.group(1)), key)
 
 
-def share_rows(counts: Mapping[str, int], reference: Mapping[str, float], moved: str) -> str:
-    """One row per key: the training share and the recent share as paired bars."""
+def share_rows(
+    counts: Mapping[str, int], reference: Mapping[str, float], moved: str, meanings: Mapping[str, str] | None = None
+) -> str:
+    """One row per key (a code with its meaning): the training share and the recent share as paired bars."""
     total = sum(counts.values()) or 1
     rows = []
     for key in sorted(set(counts) | set(reference), key=_key_order):
         now, ref = counts.get(key, 0) / total, float(reference.get(key, 0.0))
         flag = " moved" if key == moved else ""
         rows.append(
-            f"<tr><td><code>{escape(key)}</code></td>"
+            f"<tr><td><code>{escape(key)}</code>"
+            + (f' <span class="muted">{escape(meanings[key])}</span>' if meanings and key in meanings else "")
+            + "</td>"
             f'<td class="pair"><div class="bar ref" style="width:{100 * ref:.1f}%"></div>'
             f'<div class="bar now{flag}" style="width:{100 * now:.1f}%"></div></td>'
             f'<td class="num">{_percent(ref)}</td><td class="num">{_percent(now)}</td></tr>'
@@ -78,7 +82,12 @@ def _range_text(entry: Mapping[str, Any] | None) -> str:
     return f"{entry['min']:g} to {entry['max']:g}"
 
 
-def column_section(drift: ColumnDrift, profile: Mapping[str, Any], merged: Mapping[str, Any]) -> str:
+def column_section(
+    drift: ColumnDrift,
+    profile: Mapping[str, Any],
+    merged: Mapping[str, Any],
+    meanings: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
     """One column: PSI and p, what moved most, imputed share and ranges, then the paired bars."""
     reference = profile["columns"][drift.column]
     recent = merged["columns"][drift.column]
@@ -96,7 +105,7 @@ def column_section(drift: ColumnDrift, profile: Mapping[str, Any], merged: Mappi
     return (
         f'<section class="column"><h3><code>{escape(drift.column)}</code> {tag}</h3>'
         f'<div class="why">{escape(drift.describe())}</div><div class="muted">{escape(facts)}</div>'
-        + share_rows(recent["counts"], reference["shares"], drift.moved)
+        + share_rows(recent["counts"], reference["shares"], drift.moved, (meanings or {}).get(drift.column))
         + "</section>"
     )
 
@@ -142,11 +151,16 @@ def _facts(verdict: Verdict, profile: Mapping[str, Any], merged: Mapping[str, An
 
 
 def render_monitoring_html(
-    verdict: Verdict, profile: dict[str, Any], merged: dict[str, Any], generated_at: str = ""
+    verdict: Verdict,
+    profile: dict[str, Any],
+    merged: dict[str, Any],
+    generated_at: str = "",
+    meanings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
-    """The whole page: the verdict and what moved first, then every column, predicted risk, performance."""
+    """The whole page: the verdict and what moved first, then every column (codes with the codebook's
+    ``meanings``), predicted risk, performance."""
     details = "".join(f"<li>{escape(line)}</li>" for line in verdict.details())
-    columns = "".join(column_section(d, profile, merged) for d in verdict.columns)
+    columns = "".join(column_section(d, profile, merged, meanings) for d in verdict.columns)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
