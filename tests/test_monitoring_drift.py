@@ -5,6 +5,7 @@ batches of the bundled data itself stay quiet."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from heart_pipeline.monitoring.drift import (
     summarize_batch,
     training_profile,
 )
+from heart_pipeline.monitoring.record import verdict_metrics
 from heart_pipeline.monitoring.report import render_monitoring_html, verdict_markdown
 from heart_pipeline.tasks.train import build_model
 
@@ -305,7 +307,29 @@ def test_without_the_champions_interval_there_is_no_roc_auc_rule(settings: Setti
     assert check is not None and check.roc_auc == 0.5 and not check.dropped
     assert check.reasons == ["no ROC-AUC rule: the champion has no test_roc_auc with its ci95 interval"]
     assert performance_check(labelled(59, 30, 30.0), {}, settings.monitoring) is None  # min_labelled_rows
-    assert performance_check(labelled(300, 9, 9.0), {}, settings.monitoring) is None  # min_class_rows
+
+
+def test_a_site_with_too_few_of_a_class_is_still_checked_for_calibration(settings: Settings) -> None:
+    """Like UCI's Swiss file (106 of 112 labelled patients with disease): too few without disease for a
+    ROC-AUC, but a model trained at 46% disease that predicts 45% there is badly calibrated, and says so."""
+    champion = {"test_roc_auc": 0.9, "test_roc_auc_ci95_low": 0.85}
+    swiss = performance_check(labelled(112, 106, 50.0), champion, settings.monitoring)
+    assert swiss is not None and swiss.dropped and math.isnan(swiss.roc_auc)
+    assert (
+        swiss.reasons[1] == "no ROC-AUC rule: 6 labelled rows without disease, fewer than monitoring.min_class_rows=10"
+    )
+    assert swiss.reasons[0].startswith(
+        "calibration dropped: disease in 95% of rows against a mean predicted risk of 45%"
+    )
+    assert swiss.describe().startswith("ROC-AUC not estimated (106 with disease, 6 without) on 112 labelled rows")
+    verdict = Verdict("performance drop", 112, 1, [], None, swiss, [], "1")
+    assert json.loads(json.dumps(verdict.payload()))["performance"]["roc_auc"] is None
+    assert "roc_auc" not in verdict_metrics(verdict) and verdict_metrics(verdict)["observed_rate"] > 0.9
+    calibrated = performance_check(labelled(300, 9, 9.0), champion, settings.monitoring)
+    assert calibrated is not None and not calibrated.dropped
+    assert calibrated.reasons == [
+        "no ROC-AUC rule: 9 labelled rows with disease, fewer than monitoring.min_class_rows=10"
+    ]
 
 
 def test_hanley_mcneil_interval_narrows_with_rows() -> None:

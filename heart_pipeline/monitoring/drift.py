@@ -404,8 +404,13 @@ class PerformanceCheck:
             if self.champion_roc_auc is not None and self.champion_ci_low is not None
             else ""
         )
+        auc = (
+            f"ROC-AUC {self.roc_auc:.2f} (95% CI {low:.2f} to {high:.2f})"
+            if math.isfinite(self.roc_auc)
+            else f"ROC-AUC not estimated ({self.positives} with disease, {self.negatives} without)"
+        )
         return (
-            f"ROC-AUC {self.roc_auc:.2f} (95% CI {low:.2f} to {high:.2f}) on {self.rows} labelled rows{champion}; "
+            f"{auc} on {self.rows} labelled rows{champion}; "
             f"disease in {_percent(self.observed_rate)} of rows against a mean predicted risk of "
             f"{_percent(self.mean_predicted)} (calibration p = {self.calibration_p:.2g})"
         )
@@ -428,28 +433,41 @@ def _auc_reasons(auc: float, ci: tuple[float, float], champion: Mapping[str, flo
 def performance_check(
     labelled: Mapping[str, Any] | None, champion_metrics: Mapping[str, float], policy: MonitoringConfig
 ) -> PerformanceCheck | None:
-    """The labelled rows' ROC-AUC and calibration-in-the-large; None below min_labelled_rows, or
-    min_class_rows of either class. Dropped on the ROC-AUC rule or the calibration rule."""
+    """The labelled rows' ROC-AUC and calibration-in-the-large; None below min_labelled_rows. Dropped on
+    the ROC-AUC rule or the calibration rule. With fewer than min_class_rows of either class the ROC-AUC
+    is not estimated (NaN, and said), but calibration still is: a site where nearly every patient has
+    disease is exactly where a model trained at 46% under-predicts."""
     if not labelled or labelled["rows"] < policy.min_labelled_rows:
         return None
     positives, negatives = int(labelled["positives"]), int(labelled["negatives"])
-    if min(positives, negatives) < policy.min_class_rows:
-        return None
-    auc = auc_from_histograms(labelled["pos_hist"], labelled["neg_hist"])
-    ci = hanley_mcneil_interval(auc, positives, negatives)
     rows = int(labelled["rows"])
     observed, predicted = positives / rows, float(labelled["sum_risk"]) / rows
     p_cal = calibration_p_value(positives, float(labelled["sum_risk"]), float(labelled["sum_risk_var"]))
-    auc_dropped, auc_reason = _auc_reasons(auc, ci, champion_metrics)
+    if min(positives, negatives) < policy.min_class_rows:
+        auc, ci = math.nan, (math.nan, math.nan)
+        auc_dropped, auc_reason = (
+            False,
+            (
+                f"no ROC-AUC rule: {min(positives, negatives)} labelled rows "
+                f"{'with' if positives < negatives else 'without'} disease, fewer than monitoring.min_class_rows="
+                f"{policy.min_class_rows}"
+            ),
+        )
+    else:
+        auc = auc_from_histograms(labelled["pos_hist"], labelled["neg_hist"])
+        ci = hanley_mcneil_interval(auc, positives, negatives)
+        auc_dropped, auc_reason = _auc_reasons(auc, ci, champion_metrics)
     # Calibration drops when the observed rate is off the mean predicted risk by more than CALIBRATION_GAP
     # and the z-test gives p < alpha: both the size and the certainty of the miss.
     cal_dropped = p_cal < policy.alpha and abs(observed - predicted) > CALIBRATION_GAP
-    reasons = [auc_reason] if auc_reason else []
+    reasons = [auc_reason] if auc_dropped else []  # what decided first, then why a rule did not apply
     if cal_dropped:
         reasons.append(
             f"calibration dropped: disease in {_percent(observed)} of rows against a mean predicted risk of "
             f"{_percent(predicted)} (gap above {CALIBRATION_GAP:g}, z-test p = {p_cal:.2g} < alpha {policy.alpha:g})"
         )
+    if auc_reason and not auc_dropped:
+        reasons.append(auc_reason)
     return PerformanceCheck(
         rows=rows,
         positives=positives,
@@ -573,8 +591,7 @@ def _labelled_note(labelled: Mapping[str, Any] | None, policy: MonitoringConfig)
         return "no labelled rows: no performance verdict"
     return (
         f"{labelled['rows']} labelled rows ({labelled['positives']} with disease, {labelled['negatives']} without), "
-        f"fewer than monitoring.min_labelled_rows={policy.min_labelled_rows} or min_class_rows="
-        f"{policy.min_class_rows} of a class: no performance verdict"
+        f"fewer than monitoring.min_labelled_rows={policy.min_labelled_rows}: no performance verdict"
     )
 
 
@@ -611,7 +628,7 @@ def judge(
             for c in _compare_columns(merged, profile, policy)
         ]
         notes.append(
-            f"{len(columns)} columns compared with the training rows ({profile['source']}): a column drifts at "
+            f"{len(columns)} columns compared with {profile['source']}: a column drifts at "
             f"PSI >= {policy.psi_threshold:g} and chi-square p < {policy.alpha:g}/{len(columns)}"
         )
         if "risk" in profile and merged["risk"]["counts"]:

@@ -143,7 +143,7 @@ def _facts(verdict: Verdict, profile: Mapping[str, Any], merged: Mapping[str, An
         "Batches": verdict.batches,
         "From": f"{merged.get('first_when', '')} to {merged.get('last_when', '')}",
         "Sources": ", ".join(merged.get("sources", [])),
-        "Training reference": f"{profile.get('source', '')} ({profile.get('rows', '?')} rows)",
+        "Training reference": str(profile.get("source", "")),  # says its rows: "random_forest training rows (237)"
     }
     if generated_at:
         facts["Checked at"] = generated_at
