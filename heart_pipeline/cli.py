@@ -558,7 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Prefect stops its temporary server in an atexit hook that logs a line. Hooks run last-in,
     # first-out, and this one is registered before Prefect's, so the summary or the reason is the
-    # last thing printed.
+    # last thing printed. Registered once per process: main() called again in-process (a test, a
+    # notebook) would otherwise print every queued line once per call.
+    atexit.unregister(_print_last_words)
     atexit.register(_print_last_words)
     from heart_pipeline.errors import PipelineError, shorten
 

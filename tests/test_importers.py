@@ -1,6 +1,8 @@
 """Importers: files in UCI's and Kaggle's codings, generated from the bundled UCI file."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +124,16 @@ def test_convert_command_writes_csv_and_provenance(tmp_path: Path, ours: pd.Data
 def test_convert_command_refuses_special_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["convert", "--from", "uci", "/proc/self/environ", "--out", str(tmp_path / "x.csv")]) == 1
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_each_in_process_call_prints_its_error_once(tmp_path: Path) -> None:
+    """main() queues its last line for exit (after Prefect's own exit lines); two calls in one process
+    (a test, a notebook) print two lines, not one per call per line."""
+    call = ["convert", "--from", "uci", "/proc/self/environ", "--out", str(tmp_path / "x.csv")]
+    code = f"from heart_pipeline.cli import main\nfor _ in range(2): main({call!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("heart-pipeline: error:")]
+    assert len(errors) == 2, result.stderr[-2000:]
 
 
 def test_bundled_default_is_converted_with_provenance(tmp_path: Path, ours: pd.DataFrame) -> None:
