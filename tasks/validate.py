@@ -173,6 +173,11 @@ def _describe_columns(frame: pd.DataFrame, contract: Contract) -> str:
             f"{len(contract.columns)} columns ({', '.join(shared) or 'none'}); found {cell(','.join(actual), 80)}"
         )
     parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+    if contract.label_left_out in extra:
+        parts.append(
+            f"the file carries the label column {contract.label_left_out!r}: scoring reads patients' features "
+            f"only (drop that column), while `heart-pipeline evaluate` measures the model on a labelled file"
+        )
     return "columns do not match the contract: " + ", ".join(p for p in parts if p)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from heart_pipeline.config import load_settings_and_contract
+from heart_pipeline.data_contract.contract import tolerating_unrecorded, without_coding_check
 from heart_pipeline.errors import DataError
 from tests.helpers import run_gate
 from tests.hostile import CASES, HostileCase
@@ -117,3 +118,17 @@ def test_hostile_case_gives_one_line_naming_file_and_cause(
     assert case.expected in message, message
     assert "\n" not in message
     assert len(message.encode()) < 1024, "one bounded line, whatever the file holds"
+
+
+def test_a_labelled_file_given_to_scoring_is_told_where_labelled_files_go(clean_csv: Path) -> None:
+    settings, contract = load_settings_and_contract()
+    target = settings.data.target
+    scoring = tolerating_unrecorded(without_coding_check(contract.for_scoring(target)), target)
+    report = run_gate(clean_csv, scoring)
+    assert report.decision == "failed", report.summary()
+    message = report.failure_message()
+    assert f"unexpected ['{target}']" in message
+    assert f"the file carries the label column '{target}'" in message and "heart-pipeline evaluate" in message
+    assert "\n" not in message and len(message.encode()) < 1024
+    # the training contract has the label: no such hint for a file with an unexpected feature
+    assert "label column" not in gate(clean_csv).summary()

@@ -51,6 +51,8 @@ class Contract:
     # The checks of meaning compare files with this profile (great_expectations/reference_profile.json,
     # set by load_settings_and_contract); empty means the committed default.
     reference: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Set by ``for_scoring``: the label column a scored file must not carry (named in the refusal).
+    label_left_out: str | None = None
 
     def bounds(self, column: str) -> tuple[float | None, float | None] | None:
         for rule in self.rules:
@@ -101,7 +103,7 @@ class Contract:
                 exp = {**exp, "kwargs": {**kwargs, "column_list": [c for c in kwargs["column_list"] if c != target]}}
             expectations.append(exp)
         scoring = contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
-        return replace(scoring, reference=self.reference)
+        return replace(scoring, reference=self.reference, label_left_out=target)
 
 
 # Checks that a column is recorded at all: for scoring and external validation a column a site never
@@ -128,7 +130,7 @@ def tolerating_unrecorded(contract: Contract, target: str) -> Contract:
                 exp = {**exp, "severity": "warning"}
         expectations.append(exp)
     relaxed = contract_from_dict({**contract.raw, "name": f"{contract.name}_recorded", "expectations": expectations})
-    return replace(relaxed, reference=contract.reference)
+    return replace(relaxed, reference=contract.reference, label_left_out=contract.label_left_out)
 
 
 def without_columns(contract: Contract, columns: list[str]) -> Contract:
@@ -146,7 +148,7 @@ def without_columns(contract: Contract, columns: list[str]) -> Contract:
             exp = {**exp, "kwargs": {**kwargs, "columns": [c for c in kwargs["columns"] if c not in columns]}}
         expectations.append(exp)
     trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_without", "expectations": expectations})
-    return replace(trimmed, reference=contract.reference)
+    return replace(trimmed, reference=contract.reference, label_left_out=contract.label_left_out)
 
 
 def without_coding_check(contract: Contract) -> Contract:
@@ -155,7 +157,7 @@ def without_coding_check(contract: Contract) -> Contract:
     population's shares (VA's restecg) must not read as another coding."""
     expectations = [exp for exp in contract.raw["expectations"] if exp["type"] != CODING_RULE]
     trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_converted", "expectations": expectations})
-    return replace(trimmed, reference=contract.reference)
+    return replace(trimmed, reference=contract.reference, label_left_out=contract.label_left_out)
 
 
 def notes_text(expectation: dict[str, Any]) -> str:
