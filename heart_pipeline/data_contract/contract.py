@@ -89,6 +89,13 @@ class Contract:
         """How far quarantine may move the share of disease rows before the gate warns (suite meta)."""
         return float((self.raw.get("meta") or {}).get("max_disease_share_change", 1.0))
 
+    def with_expectations(self, suffix: str, expectations: list[dict[str, Any]]) -> Contract:
+        """This contract with other expectations (named ``<name>_<suffix>``), keeping what its suite does not
+        hold: the reference profile and the label left out. Every derived contract is made here, so a field
+        of Contract is carried over once rather than in each derivation."""
+        derived = contract_from_dict({**self.raw, "name": f"{self.name}_{suffix}", "expectations": expectations})
+        return replace(derived, reference=self.reference, label_left_out=self.label_left_out)
+
     def for_scoring(self, target: str) -> Contract:
         """The contract for unlabelled patients: no target rules, and any number of rows is fine
         (the minimum row count protects training, not scoring)."""
@@ -102,8 +109,7 @@ class Contract:
             if "column_list" in kwargs:
                 exp = {**exp, "kwargs": {**kwargs, "column_list": [c for c in kwargs["column_list"] if c != target]}}
             expectations.append(exp)
-        scoring = contract_from_dict({**self.raw, "name": f"{self.name}_scoring", "expectations": expectations})
-        return replace(scoring, reference=self.reference, label_left_out=target)
+        return replace(self.with_expectations("scoring", expectations), label_left_out=target)
 
 
 # Checks that a column is recorded at all: for scoring and external validation a column a site never
@@ -129,8 +135,7 @@ def tolerating_unrecorded(contract: Contract, target: str) -> Contract:
             if exp["type"] in RECORDED_RULES:
                 exp = {**exp, "severity": "warning"}
         expectations.append(exp)
-    relaxed = contract_from_dict({**contract.raw, "name": f"{contract.name}_recorded", "expectations": expectations})
-    return replace(relaxed, reference=contract.reference, label_left_out=contract.label_left_out)
+    return contract.with_expectations("recorded", expectations)
 
 
 def without_columns(contract: Contract, columns: list[str]) -> Contract:
@@ -147,8 +152,7 @@ def without_columns(contract: Contract, columns: list[str]) -> Contract:
         if exp["type"] == CODING_RULE:
             exp = {**exp, "kwargs": {**kwargs, "columns": [c for c in kwargs["columns"] if c not in columns]}}
         expectations.append(exp)
-    trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_without", "expectations": expectations})
-    return replace(trimmed, reference=contract.reference, label_left_out=contract.label_left_out)
+    return contract.with_expectations("without", expectations)
 
 
 def without_coding_check(contract: Contract) -> Contract:
@@ -156,8 +160,7 @@ def without_coding_check(contract: Contract) -> Contract:
     (its provenance sidecar matches its bytes), whose codes are ours by construction. Another
     population's shares (VA's restecg) must not read as another coding."""
     expectations = [exp for exp in contract.raw["expectations"] if exp["type"] != CODING_RULE]
-    trimmed = contract_from_dict({**contract.raw, "name": f"{contract.name}_converted", "expectations": expectations})
-    return replace(trimmed, reference=contract.reference, label_left_out=contract.label_left_out)
+    return contract.with_expectations("converted", expectations)
 
 
 def notes_text(expectation: dict[str, Any]) -> str:
