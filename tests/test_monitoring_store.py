@@ -72,20 +72,22 @@ def test_each_monitoring_run_is_one_step_of_its_versions_trend(tmp_path: Path) -
 
 
 def test_a_version_without_a_training_profile_is_judged_against_the_bundled_reference(tmp_path: Path) -> None:
-    from heart_pipeline.data_contract.contract import load_reference_profile
+    from heart_pipeline.config import load_reference_profile_for
     from heart_pipeline.monitoring.record import version_reference
 
     _, settings, _ = make_settings(tmp_path)
     client = mlflow.MlflowClient(settings.tracking_uri)
     run = client.create_run(monitoring_experiment(settings))  # a run logged before profiles were kept
+    client.log_metric(run.info.run_id, "test_roc_auc", 0.9)
     client.set_terminated(run.info.run_id)
     name = settings.mlflow.registered_model
     client.create_registered_model(name)
     client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     reference = version_reference(settings, "1")
-    bundled = load_reference_profile(settings.resolve_resource(settings.contract.reference_profile_path))
-    assert reference.profile == bundled
+    assert reference.profile == load_reference_profile_for(settings)
+    assert reference.metrics["test_roc_auc"] == pytest.approx(0.9), "its own metrics, whatever the profile"
     assert reference.note.startswith("v1 was registered before training profiles were kept")
+    assert "retrain to compare with its own rows" in reference.note
 
 
 def test_a_batch_still_being_written_is_left_for_the_next_monitoring_run(tmp_path: Path) -> None:
@@ -102,24 +104,3 @@ def test_a_batch_still_being_written_is_left_for_the_next_monitoring_run(tmp_pat
     later = batches_between(settings, first_look, int(time.time() * 1000) + 1)  # the next run's window
     assert [b.run_id for b in later] == [writing.info.run_id]
     assert SUMMARY_ARTIFACT == "batch_summary.json"
-
-
-def test_a_version_registered_before_profiles_were_kept_is_judged_against_the_bundled_reference(
-    tmp_path: Path,
-) -> None:
-    from heart_pipeline.config import load_reference_profile_for
-    from heart_pipeline.monitoring.record import version_reference
-
-    _, settings, _ = make_settings(tmp_path)
-    client = mlflow.MlflowClient(settings.tracking_uri)
-    experiment = client.create_experiment("older", artifact_location=str(tmp_path / "older-artifacts"))
-    run_id = client.create_run(experiment).info.run_id  # a model run with metrics and no training profile
-    client.log_metric(run_id, "test_roc_auc", 0.9)
-    client.set_terminated(run_id)
-    client.create_registered_model(settings.mlflow.registered_model)
-    version = client.create_model_version(settings.mlflow.registered_model, f"runs:/{run_id}/model", run_id).version
-    reference = version_reference(settings, version)
-    assert reference.profile == load_reference_profile_for(settings)
-    assert reference.metrics["test_roc_auc"] == pytest.approx(0.9)
-    assert reference.note.startswith(f"v{version} was registered before training profiles were kept")
-    assert "retrain to compare with its own rows" in reference.note
