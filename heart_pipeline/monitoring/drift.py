@@ -624,7 +624,7 @@ def judge(
         )
     else:
         columns = [
-            replace(c, meaning=_short_meaning((meanings or {}).get(c.column, {}).get(c.moved, ""))) if meanings else c
+            replace(c, meaning=_short_meaning(meanings.get(c.column, {}).get(c.moved, ""))) if meanings else c
             for c in _compare_columns(merged, profile, policy)
         ]
         notes.append(
