@@ -73,3 +73,22 @@ def test_nothing_is_recorded_for_an_empty_window(tmp_path: Path) -> None:
     window, recorded = window_of(tmp_path)
     window.close()
     assert recorded.batches == []
+
+
+def test_windows_are_recorded_in_the_order_they_closed_even_when_a_recording_is_slow(tmp_path: Path) -> None:
+    # Monitoring reads batches by the time their recording ended: a slow first recording must not let
+    # the next window's recording finish first (as a thread per window did in CI).
+    window, recorded = window_of(tmp_path, records=3)
+    slow = Recorded()
+
+    def first_one_slow(settings: Settings, version: str, features: pd.DataFrame, risk: np.ndarray) -> str:
+        if not slow.batches:
+            slow.batches.append((version, len(features)))
+            time.sleep(0.5)
+        return recorded(settings, version, features, risk)
+
+    window.recorder = first_one_slow
+    window.add("3", *rows(4))  # full: recorded (slowly)
+    window.add("3", *rows(2))  # partial: recorded at close
+    window.close()
+    assert recorded.batches == [("3", 4), ("3", 2)]

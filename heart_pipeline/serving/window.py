@@ -3,9 +3,10 @@ one batch (monitoring/record.py) every ``monitoring.api_window_records`` records
 ``monitoring.api_window_seconds`` after the window's first record, whichever comes first, and when the
 app stops. One request is never judged alone: a single patient says nothing about a population.
 
-Recording runs on a background thread, so a request never waits for the tracking store; the rows of a
-window live only in memory until it is summarised (summaries only are stored, unless
-``monitoring.keep_rows``).
+Recording runs on one background thread, so a request never waits for the tracking store, and windows
+are recorded one after another in the order they closed (a monitoring run reads batches by the time
+their recording ended, so two recordings racing would swap them). The rows of a window live only in
+memory until it is summarised (summaries only are stored, unless ``monitoring.keep_rows``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +42,10 @@ class PredictionWindow:
     opened_at: float = 0.0
     last_outcome: str = ""  # the last recording's line, for /health-style inspection and tests
     lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: list[threading.Thread] = field(default_factory=list)
+    recorder_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="heart-window-recorder")
+    )
+    pending: list[Future[None]] = field(default_factory=list)
     timer: threading.Timer | None = None
 
     @property
@@ -80,9 +85,8 @@ class PredictionWindow:
         features, risk = pd.concat(self.frames, ignore_index=True), np.concatenate(self.risks)
         version = self.version
         self.frames, self.risks, self.version = [], [], None
-        thread = threading.Thread(target=self._record, args=(version, features, risk), daemon=True)
-        self.pending = [t for t in self.pending if t.is_alive()] + [thread]
-        thread.start()
+        recording = self.recorder_thread.submit(self._record, version, features, risk)
+        self.pending = [f for f in self.pending if not f.done()] + [recording]
 
     def _record(self, version: str, features: pd.DataFrame, risk: np.ndarray) -> None:
         self.last_outcome = self.recorder(self.settings, version, features, risk)
@@ -90,5 +94,5 @@ class PredictionWindow:
     def close(self, timeout: float = 30.0) -> None:
         """Record what is left and wait for the recordings under way (the app is stopping)."""
         self.flush()
-        for thread in list(self.pending):
-            thread.join(timeout)
+        wait(list(self.pending), timeout)
+        self.recorder_thread.shutdown(wait=False)
