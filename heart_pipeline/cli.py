@@ -1,4 +1,5 @@
-"""The heart-pipeline command line: train, validate, score, rollback, serve, contract, convert, stack.
+"""The heart-pipeline command line: train, validate, score, evaluate, monitor, rollback, card, serve,
+contract, convert, doctor, stack.
 
 Exit codes: 0 success, 1 a pipeline failure (the last stderr line says why), 2 bad usage.
 """
@@ -456,7 +457,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="heart-pipeline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="heart-pipeline", description=" ".join(__doc__.split("\n\n")[0].split()))
     # Every command takes --json: the full result for scripts, instead of the few lines for people.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the full result as JSON instead of a summary")

@@ -74,6 +74,12 @@ def test_training_summary_is_short_and_says_where_to_look():
     assert "{" not in text, "no JSON"
 
 
+def test_the_help_names_every_command() -> None:
+    description = build_parser().description or ""
+    missing = [name for name in cli.SUBCOMMANDS if name not in description]
+    assert not missing, f"`heart-pipeline --help` does not name {missing}"
+
+
 def test_json_only_on_request():
     assert not build_parser().parse_args(["train"]).json
     assert build_parser().parse_args(["train", "--json"]).json
