@@ -14,6 +14,7 @@ import pytest
 from heart_pipeline.config import default_codebook, load_settings_and_contract
 from heart_pipeline.data_contract.meaning import (
     foreign_coding_fits,
+    largest_shift,
     label_inversion_reason,
     marker_effects,
     resolve_expectations,
@@ -126,6 +127,17 @@ def test_placeholder_zeros_are_a_warning_naming_column_and_shift(bundled: pd.Dat
     assert report.passed, report.failure_message()
     (shift,) = [w for w in report.warning_failures if w.startswith("slope = 0 in ")]
     assert "in 70% of rows against 7% in the reference" in shift
+
+
+def test_shift_test_counts_the_references_own_size() -> None:
+    """The same 40-row file, 80/20 against shares of 50/50: measured on 20 rows those shares are noisy
+    and the shift is not significant at the gate's 0.001; measured on 2,000 rows it is."""
+    file = pd.Series([0] * 32 + [1] * 8)
+    shares = {"kind": "codes", "shares": {"0": 0.5, "1": 0.5}}
+    small, large = (largest_shift(file, "exang", {**shares, "rows": rows}) for rows in (20, 2000))
+    assert small is not None and large is not None
+    assert (small.value, small.observed, small.reference) == ("0", 0.8, 0.5)
+    assert small.p_value > 0.01 and large.p_value < 0.001
 
 
 def test_mostly_duplicated_file_is_a_warning_with_distinct_count(bundled: pd.DataFrame, tmp_path: Path) -> None:

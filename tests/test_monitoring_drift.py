@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_te
 from sklearn.pipeline import Pipeline
 
 from heart_pipeline.config import MonitoringConfig, Settings, default_codebook, load_config
+from heart_pipeline.data_contract.meaning import homogeneity_p_value
 from heart_pipeline.evidence.stats import bootstrap_intervals
 from heart_pipeline.monitoring.drift import (
     AUC_BINS,
@@ -26,7 +27,6 @@ from heart_pipeline.monitoring.drift import (
     auc_from_histograms,
     column_drift,
     hanley_mcneil_interval,
-    homogeneity_p_value,
     judge,
     merge_summaries,
     performance_check,

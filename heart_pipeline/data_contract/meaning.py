@@ -206,7 +206,7 @@ class Shift:
     value: str  # the code or bin whose share moved most
     observed: float
     reference: float
-    p_value: float  # chi-square goodness of fit of all shares against the reference
+    p_value: float  # two-sample chi-square of the file's counts against the reference's
 
     @property
     def size(self) -> float:
@@ -227,24 +227,41 @@ class Shift:
         )
 
 
-def largest_shift(values: pd.Series, column: str, reference: dict[str, Any]) -> Shift | None:
-    """The code or bin whose share differs most from the reference, with the file's overall
-    goodness-of-fit p-value (expected shares floored, so a share the reference never saw counts)."""
-    from scipy.stats import chisquare
+def homogeneity_p_value(reference_counts: np.ndarray, batch_counts: np.ndarray) -> float:
+    """Pearson's chi-square test that two samples (a reference's rows and a file's or batch's) come from
+    one distribution over the same keys: scipy's ``chi2_contingency(correction=False)`` on the 2 x k table.
 
+    Two samples, not a goodness of fit against the reference's shares: those shares were measured on a
+    few hundred rows, and treating them as exact made a large file "significantly" different from the
+    reference's own sampling noise. A key neither sample has drops out; the reference's counts may be
+    fractional (its shares times its rows)."""
+    # The p-value from the statistic with scipy.special, without chi2_contingency's argument handling
+    # (a monitor run tests every column of every bootstrap batch; a test checks that the two agree).
+    from scipy.special import chdtrc
+
+    table = np.vstack([reference_counts, batch_counts]).astype(float)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    return float(chdtrc(table.shape[1] - 1, statistic))
+
+
+def largest_shift(values: pd.Series, column: str, reference: dict[str, Any]) -> Shift | None:
+    """The code or bin whose share differs most from the reference, with the two-sample chi-square
+    p-value of the file's counts against the reference's (its shares times its ``rows``): the
+    reference's shares were measured on a few hundred rows, not known exactly."""
     observed = observed_shares(values, reference)
     expected = reference["shares"]
     keys = sorted(set(observed) | set(expected))
     if not keys or not len(values):
         return None
     obs = np.array([observed.get(k, 0.0) for k in keys])
-    exp = np.array([max(expected.get(k, 0.0), UNSEEN_CODE_PROBABILITY) for k in keys])
-    exp = exp / exp.sum()
-    counts = obs * len(values)
-    p_value = float(chisquare(counts, exp * counts.sum()).pvalue) if len(keys) > 1 else 1.0
-    worst = int(np.argmax(np.abs(obs - np.array([expected.get(k, 0.0) for k in keys]))))
-    key = keys[worst]
-    return Shift(column, key, float(obs[worst]), float(expected.get(key, 0.0)), p_value)
+    exp = np.array([expected.get(k, 0.0) for k in keys])
+    p_value = homogeneity_p_value(exp * float(reference["rows"]), obs * len(values))
+    worst = int(np.argmax(np.abs(obs - exp)))
+    return Shift(column, keys[worst], float(obs[worst]), float(exp[worst]), p_value)
 
 
 def shift_reason(shift: Shift | None, max_difference: float, max_p_value: float, source: str) -> str | None:
@@ -356,7 +373,9 @@ def resolve_expectations(
             profile = reference["columns"].get(kwargs["column"])
             if profile is None:
                 continue
-            kwargs = {**kwargs, "reference": profile, "reference_source": reference["source"]}
+            # the reference's size travels with its shares: the shift test is two-sample
+            column_reference = {**profile, "rows": reference["rows"]}
+            kwargs = {**kwargs, "reference": column_reference, "reference_source": reference["source"]}
         elif exp["type"] == CODING_RULE:
             kwargs = {**kwargs, "reference": reference, "codings": codings, "coding_titles": titles}
         resolved.append({**exp, "kwargs": kwargs})

@@ -1,5 +1,8 @@
 """Statistics with one home: held-out metrics, bootstrap and corrected CV intervals, the corrected paired t-test.
 
+The two-sample chi-square test of shares, shared by the data gate's shift check and monitoring's drift
+check, lives with the shares in ``data_contract/meaning.py``, below this package.
+
 scikit-learn and SciPy are imported inside the functions, so that reading the config (which names
 the metrics) stays cheap.
 """

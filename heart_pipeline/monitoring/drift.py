@@ -36,6 +36,7 @@ from heart_pipeline.data_contract.meaning import (
     _bin_labels,
     _share_key,
     build_reference_profile,
+    homogeneity_p_value,
     value_shares,
 )
 from heart_pipeline.data_contract.recorded import imputed_shares
@@ -295,27 +296,6 @@ class ColumnDrift:
             f"{self.column}: PSI {self.psi:.2f}; {self.where()} in {_percent(self.observed_share)} of rows "
             f"against {_percent(self.reference_share)} at training"
         )
-
-
-def homogeneity_p_value(reference_counts: np.ndarray, batch_counts: np.ndarray) -> float:
-    """Pearson's chi-square test that two samples (the training rows and the batch) come from one
-    distribution over the same keys: scipy's ``chi2_contingency(correction=False)`` on the 2 x k table.
-
-    Two samples, not a goodness of fit against the training shares: those shares were measured on a
-    few hundred rows, and treating them as exact made a large batch "significantly" different from
-    the training rows' own sampling noise. A key neither sample has drops out; one sample's counts
-    may be fractional (training shares times its rows)."""
-    # The p-value from the statistic with scipy.special, without chi2_contingency's argument handling
-    # (a monitor run tests every column of every bootstrap batch; a test checks that the two agree).
-    from scipy.special import chdtrc
-
-    table = np.vstack([reference_counts, batch_counts]).astype(float)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
-        return 1.0
-    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
-    statistic = float(np.sum((table - expected) ** 2 / expected))
-    return float(chdtrc(table.shape[1] - 1, statistic))
 
 
 def column_drift(
