@@ -14,8 +14,8 @@ import pytest
 from heart_pipeline.config import default_codebook, load_settings_and_contract
 from heart_pipeline.data_contract.meaning import (
     foreign_coding_fits,
-    largest_shift,
     label_inversion_reason,
+    largest_shift,
     marker_effects,
     resolve_expectations,
 )

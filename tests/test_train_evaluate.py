@@ -133,6 +133,21 @@ def test_odds_ratios_read_as_clinical_contrasts_with_intervals(prepared) -> None
         assert effect.low is not None and effect.high is not None and 0 < effect.low <= effect.high, effect
 
 
+@pytest.mark.slow
+def test_odds_ratio_intervals_survive_a_column_constant_in_the_training_rows(prepared) -> None:
+    """A site where every patient has fbs = 0: that column cannot vary in any resample, which must not
+    discard every resample (only a resample that loses a column the training rows vary in is skipped)."""
+    from dataclasses import replace
+
+    from heart_pipeline.evidence.effects import odds_ratios
+
+    constant = replace(prepared, x_train=prepared.x_train.assign(fbs=0), x_test=prepared.x_test.assign(fbs=0))
+    settings = settings_with(cross_validation={"n_splits": 3, "n_repeats": 1})
+    trained = train_model("logistic_regression", constant, settings, seed=3)
+    effects, _ = odds_ratios(trained.model.estimator_, constant.x_train, constant.y_train.to_numpy(), CODEBOOK, 1)
+    assert effects and all(e.low is not None and e.low <= e.odds_ratio <= e.high for e in effects), effects
+
+
 def test_a_cv_interval_stays_inside_the_metrics_range() -> None:
     """A ROC-AUC near 1 with spread folds: the symmetric t-interval would pass 1 (0.737-1.041 was seen)."""
     scores = np.array([0.99, 0.8, 1.0, 0.85, 1.0, 0.75])
