@@ -22,6 +22,7 @@ from heart_pipeline.data_contract.recorded import imputation_warnings, imputed_s
 from heart_pipeline.evidence.external import (
     EXTERNAL_METRICS,
     decision_curve,
+    logistic_recalibration,
     logit,
     metrics_with_intervals,
     point_metrics,
@@ -52,6 +53,29 @@ def sklearn_figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str,
         "npv": tn / (tn + fn),
         "net_benefit": (tp - fp * threshold / (1 - threshold)) / n,
     }
+
+
+def test_recalibration_fit_on_resample_counts_matches_scikit_learns_weighted_fit() -> None:
+    """A bootstrap resample is rows with counts: the fit must equal scikit-learn's unpenalised fit with
+    those counts as sample weights, from a cold start and from the rows' own fit alike."""
+    rng = np.random.default_rng(11)
+    p = rng.uniform(0.03, 0.97, 400)
+    y = (rng.uniform(size=400) < p**1.3).astype(float)
+    counts = np.bincount(rng.integers(0, 400, 400), minlength=400).astype(float)
+    reference = LogisticRegression(C=1e12, solver="lbfgs", max_iter=10_000, tol=1e-12)
+    reference.fit(logit(p).reshape(-1, 1), y, sample_weight=counts)
+    expected = (reference.intercept_[0], reference.coef_[0][0])
+    own = logistic_recalibration(logit(p), y, np.ones(400))
+    for start in (None, own):
+        assert logistic_recalibration(logit(p), y, counts, start) == pytest.approx(expected, abs=1e-5)
+
+
+def test_recalibration_is_nan_where_no_fit_exists() -> None:
+    x = np.array([-2.0, -1.0, 1.0, 2.0])
+    separated, weights = np.array([0.0, 0.0, 1.0, 1.0]), np.ones(4)
+    assert np.isnan(logistic_recalibration(x, separated, weights)).all()
+    assert np.isnan(logistic_recalibration(x, separated, weights, (0.1, 2.0))).all()
+    assert np.isnan(logistic_recalibration(np.zeros(4), np.array([0.0, 1.0, 0.0, 1.0]), weights)).all()
 
 
 @pytest.fixture(scope="module")

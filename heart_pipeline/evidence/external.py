@@ -85,20 +85,27 @@ def logistic_recalibration(
 
 
 def _newton_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, beta: np.ndarray) -> tuple[float, float]:
-    design = np.column_stack([np.ones_like(x), x])
+    # Two parameters: the gradient and the 2 x 2 information matrix as weighted sums, solved in closed
+    # form (a bootstrap runs this thousands of times; no n x 2 design matrix is built per step).
+    # Rows a resample left out (weight 0) contribute nothing and are dropped once.
+    kept = weights > 0
+    x, y, w = x[kept], y[kept], weights[kept]
+    wx, wxx = w * x, w * x * x
+    a, b = float(beta[0]), float(beta[1])
     for _ in range(NEWTON_STEPS):
-        mu = 0.5 * (1 + np.tanh(design @ beta / 2))  # the logistic function, without overflow
-        gradient = design.T @ (weights * (y - mu))
-        information = (design * (weights * mu * (1 - mu))[:, None]).T @ design
-        try:
-            step = np.linalg.solve(information, gradient)
-        except np.linalg.LinAlgError:
+        mu = 0.5 * (1 + np.tanh((a + b * x) / 2))  # the logistic function, without overflow
+        residual, spread = y - mu, mu * (1 - mu)
+        g0, g1 = float(w @ residual), float(wx @ residual)
+        i00, i01, i11 = float(w @ spread), float(wx @ spread), float(wxx @ spread)
+        determinant = i00 * i11 - i01 * i01
+        if not np.isfinite(determinant) or determinant <= 1e-12 * max(i00 * i11, np.finfo(float).tiny):
+            return float("nan"), float("nan")  # singular information: the fit does not exist
+        step_a, step_b = (i11 * g0 - i01 * g1) / determinant, (i00 * g1 - i01 * g0) / determinant
+        a, b = a + step_a, b + step_b
+        if not (np.isfinite(a) and np.isfinite(b)) or max(abs(a), abs(b)) > 1e6:
             return float("nan"), float("nan")
-        beta = beta + step
-        if not np.all(np.isfinite(beta)) or np.max(np.abs(beta)) > 1e6:
-            return float("nan"), float("nan")
-        if np.max(np.abs(step)) < 1e-10:
-            return float(beta[0]), float(beta[1])
+        if max(abs(step_a), abs(step_b)) < 1e-10:
+            return a, b
     return float("nan"), float("nan")
 
 
