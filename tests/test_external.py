@@ -135,6 +135,16 @@ def test_subgroups_say_too_small_and_warn_below_the_floor() -> None:
     assert [r.group for r in rows if r.attribute == "age_band"] == ["<50", "50-59", ">=60"]
 
 
+def test_a_sensitivity_just_under_the_floor_is_not_printed_as_the_floor() -> None:
+    """16 of 23 found is 0.696: two decimals would say "0.70 is below the floor 0.70"."""
+    y = np.array([1] * 23 + [0] * 40)
+    p = np.array([0.9] * 16 + [0.1] * 7 + [0.2] * 40)
+    (row,) = subgroup_table({"sex": pd.Series(["male"] * 63)}, y, p, 0.5, SubgroupSettings(20, 0.7, 0, 50))
+    assert row.warning is not None
+    assert "sensitivity 0.696 [" in row.warning and "floor 0.70 " in row.warning, row.warning
+    assert row.warning.endswith("16 of 23 with disease flagged"), row.warning
+
+
 def test_imputed_shares_name_mostly_imputed_columns() -> None:
     frame = pd.DataFrame({"ca": [np.nan] * 99 + [1.0], "chol": [200.0] * 100})
     shares = imputed_shares(frame, ["ca", "chol"])

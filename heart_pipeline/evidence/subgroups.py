@@ -54,6 +54,15 @@ def group_labels(
     return labels
 
 
+def _unlike(value: float, floor: float) -> str:
+    """``value`` with two decimals, or as many more as it takes not to print the floor itself
+    ("0.696 is below the floor 0.70", never "0.70 is below the floor 0.70")."""
+    for decimals in (2, 3, 4):
+        if f"{value:.{decimals}f}" != f"{floor:.{decimals}f}":
+            return f"{value:.{decimals}f}"
+    return f"{value:g}"
+
+
 def _one_group(
     attribute: str, group: str, y: np.ndarray, proba: np.ndarray, threshold: float, settings: SubgroupSettings
 ) -> SubgroupResult:
@@ -68,10 +77,12 @@ def _one_group(
     metrics = {k: v for k, v in full.items() if k.split("_ci95_")[0] in SUBGROUP_METRICS}
     warning = None
     if metrics["sensitivity"] < settings.recall_floor:
+        found = round(metrics["sensitivity"] * positives)
         warning = (
-            f"{attribute} {group}: sensitivity {metrics['sensitivity']:.2f} "
+            f"{attribute} {group}: sensitivity {_unlike(metrics['sensitivity'], settings.recall_floor)} "
             f"[{metrics['sensitivity_ci95_low']:.2f}, {metrics['sensitivity_ci95_high']:.2f}] is below the "
-            f"promotion floor {settings.recall_floor:.2f} (promotion.floors.test_recall), {positives} with disease"
+            f"promotion floor {settings.recall_floor:.2f} (promotion.floors.test_recall): "
+            f"{found} of {positives} with disease flagged"
         )
     return SubgroupResult(attribute, group, n, positives, True, "", metrics, warning)
 
