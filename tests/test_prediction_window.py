@@ -92,3 +92,12 @@ def test_windows_are_recorded_in_the_order_they_closed_even_when_a_recording_is_
     window.add("3", *rows(2))  # partial: recorded at close
     window.close()
     assert recorded.batches == [("3", 4), ("3", 2)]
+
+
+def test_a_window_closed_once_still_records_when_the_app_starts_again(tmp_path: Path) -> None:
+    window, recorded = window_of(tmp_path, records=2)
+    window.add("3", *rows(1))
+    window.close()
+    window.add("3", *rows(2))  # a second lifespan of the same app
+    window.close()
+    assert recorded.batches == [("3", 1), ("3", 2)]

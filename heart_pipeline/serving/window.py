@@ -32,6 +32,12 @@ def record_window(settings: Settings, version: str, features: pd.DataFrame, risk
     return record_scored_batch_safely(settings, version, features, risk, None, API_SOURCE)
 
 
+def _one_recorder_thread() -> ThreadPoolExecutor:
+    # One worker: windows are recorded one at a time, in the order they closed. Its thread starts on
+    # the first recording, not before.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="heart-window-recorder")
+
+
 @dataclass
 class PredictionWindow:
     settings: Settings
@@ -42,9 +48,7 @@ class PredictionWindow:
     opened_at: float = 0.0
     last_outcome: str = ""  # the last recording's line, for /health-style inspection and tests
     lock: threading.Lock = field(default_factory=threading.Lock)
-    recorder_thread: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="heart-window-recorder")
-    )
+    recorder_thread: ThreadPoolExecutor = field(default_factory=lambda: _one_recorder_thread())
     pending: list[Future[None]] = field(default_factory=list)
     timer: threading.Timer | None = None
 
@@ -95,4 +99,6 @@ class PredictionWindow:
         """Record what is left and wait for the recordings under way (the app is stopping)."""
         self.flush()
         wait(list(self.pending), timeout)
-        self.recorder_thread.shutdown(wait=False)
+        # The thread ends; an app started again (a second lifespan) records on a new one.
+        finished, self.recorder_thread = self.recorder_thread, _one_recorder_thread()
+        finished.shutdown(wait=False)
