@@ -57,8 +57,11 @@ LAB_PORT ?= 6200
 lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) over notebooks/, the venv as its kernel (the `lab` extra, only here)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,lab]'
 	@# No network: JupyterLab would otherwise fetch a news feed, check for a newer release and offer extensions
-	@# from PyPI (its packages are the pinned ones). --allow-root only where make runs as root (a container),
-	@# which Jupyter otherwise refuses.
+	@# from PyPI (its packages are the pinned ones). The settings override answers its "Jupyter news?" question
+	@# with "never" in this venv's JupyterLab. --allow-root only where make runs as root (a container), which
+	@# Jupyter otherwise refuses.
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp config/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir notebooks \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 		--LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)
