@@ -59,12 +59,12 @@ lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) over notebooks/, the venv a
 	@# No network: JupyterLab would otherwise fetch a news feed, check for a newer release and offer extensions
 	@# from PyPI (its packages are the pinned ones). The settings override answers its "Jupyter news?" question
 	@# with "never" in this venv's JupyterLab. --allow-root only where make runs as root (a container), which
-	@# Jupyter otherwise refuses.
+	@# Jupyter otherwise refuses. No port retries: a busy $(LAB_PORT) is an error, not a lab on another port.
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	cp config/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(BIN)/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir notebooks \
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
-		--LabApp.extension_manager=readonly $(if $(filter 0,$(shell id -u)),--allow-root)
+		--LabApp.extension_manager=readonly --ServerApp.port_retries=0 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 reference-profile: install  ## regenerate great_expectations/reference_profile.json from the bundled data
 	$(BIN)/python -m heart_pipeline.data_contract.reference_profile
