@@ -173,29 +173,31 @@ def test_a_site_that_does_not_record_columns_is_scored_not_refused(clean_frame: 
     assert any("column 'ca' is" in w for w in scoring.warning_failures)
 
 
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
+    directory = tmp_path_factory.mktemp("external")
+    config = write_test_config(directory)
+    settings, _ = load_settings_and_contract(config)
+    decision = promote_best_model(*build_candidates(settings, clean_csv, "external"), settings)
+    assert decision.promoted
+    return {"directory": directory, "config": config, "settings": settings, "version": decision.challenger_version}
+
+
+@pytest.fixture(scope="module")
+def evaluated(champion: dict, clean_frame: pd.DataFrame, prefect_server: str) -> dict:
+    from heart_pipeline.flows.external_validation import heart_external_validation
+
+    path = champion["directory"] / "other-site.csv"
+    other_site(clean_frame).assign(chol=0).to_csv(path, index=False)
+    state = heart_external_validation(
+        data_paths=[str(path)], sites=["Other Site"], config_path=str(champion["config"]), return_state=True
+    )
+    assert state.is_completed(), state.message
+    return state.result()
+
+
 @pytest.mark.e2e
 class TestExternalValidationFlow:
-    @pytest.fixture(scope="class")
-    def champion(self, tmp_path_factory: pytest.TempPathFactory, clean_csv: Path) -> dict:
-        directory = tmp_path_factory.mktemp("external")
-        config = write_test_config(directory)
-        settings, _ = load_settings_and_contract(config)
-        decision = promote_best_model(*build_candidates(settings, clean_csv, "external"), settings)
-        assert decision.promoted
-        return {"directory": directory, "config": config, "settings": settings, "version": decision.challenger_version}
-
-    @pytest.fixture(scope="class")
-    def evaluated(self, champion: dict, clean_frame: pd.DataFrame, prefect_server: str) -> dict:
-        from heart_pipeline.flows.external_validation import heart_external_validation
-
-        path = champion["directory"] / "other-site.csv"
-        other_site(clean_frame).assign(chol=0).to_csv(path, index=False)
-        state = heart_external_validation(
-            data_paths=[str(path)], sites=["Other Site"], config_path=str(champion["config"]), return_state=True
-        )
-        assert state.is_completed(), state.message
-        return state.result()
-
     def test_reported_figures_equal_those_recomputed_from_predictions_csv(self, evaluated: dict) -> None:
         site = evaluated["sites"][0]
         predictions = pd.read_csv(site["predictions_path"])

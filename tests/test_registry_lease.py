@@ -26,6 +26,12 @@ LEASE = 4.0
 # The race test never waits a lease out (its dead holders expired in the past), so it can afford a long
 # one: a holder that loses it there would be a scheduling accident, not the race under test.
 CONTENDED_LEASE = 12.0
+# The renewal test holds its lease for 12 s of work. A heartbeat renews every sixth of the lease and a
+# holder stops at a quarter left, so a heartbeat starved for more than ~58% of the lease loses it: with a
+# 4 s lease that was 2.3 s, and a loaded CI box starved one that long. With 8 s it is 4.7 s, and 12 s of
+# work (1.5 leases; without renewal the holder would stop after 6 s) still proves that renewal keeps it.
+RENEWED_LEASE = 8.0
+WORK_SECONDS = 12.0
 MAX_LATENCY = 0.05
 TRIALS = 36
 
@@ -126,10 +132,11 @@ def test_a_holder_that_stalled_past_its_lease_stops_before_writing(uri: str, mon
 
 
 def test_a_live_holder_keeps_its_lease_by_renewing(uri: str) -> None:
-    """Working for three lease lengths: the heartbeat keeps it, and a contender waits instead of breaking it."""
-    with registry_lease(LatencyClient(uri, random.Random(3)), NAME, "long work", lease_seconds=LEASE) as lease:
-        for _ in range(3):
-            time.sleep(LEASE)
+    """Working for 1.5 lease lengths: the heartbeat keeps it, and a contender waits instead of breaking it."""
+    client = LatencyClient(uri, random.Random(3))
+    with registry_lease(client, NAME, "long work", lease_seconds=RENEWED_LEASE) as lease:
+        for _ in range(6):
+            time.sleep(WORK_SECONDS / 6)
             lease.check()
         with pytest.raises(PipelineError, match="stayed busy"):
             with registry_lease(mlflow.MlflowClient(uri), NAME, "waits", wait_seconds=0.5, lease_seconds=LEASE):
