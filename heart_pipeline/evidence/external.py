@@ -131,7 +131,6 @@ class _SortedRows:
         self.threshold = threshold
         self.group = np.concatenate([[0], np.cumsum(self.proba[1:] != self.proba[:-1])])[: len(self.proba)]
         self.n_groups = int(self.group[-1]) + 1 if len(self.proba) else 0
-        self.recalibration_start: tuple[float, float] | None = None  # the rows' own fit, for resamples
 
     def _auc(self, positive_w: np.ndarray, negative_w: np.ndarray) -> float:
         positives, negatives = float(positive_w.sum()), float(negative_w.sum())
@@ -141,7 +140,9 @@ class _SortedRows:
         neg = np.bincount(self.group, weights=negative_w, minlength=self.n_groups)
         return float(pos @ (np.cumsum(neg) - neg / 2)) / (positives * negatives)
 
-    def metrics(self, weights: np.ndarray) -> dict[str, float]:
+    def metrics(self, weights: np.ndarray, recalibration_start: tuple[float, float] | None = None) -> dict[str, float]:
+        """Every figure on the resample ``weights``; a resample's recalibration fit may start from the
+        rows' own (``recalibration_start``), which is close."""
         w = weights.astype("float64")
         positive_w = np.where(self.positive, w, 0.0)
         negative_w = w - positive_w
@@ -151,7 +152,7 @@ class _SortedRows:
         fn, tn = positives - tp, negatives - fp
         mean_predicted, observed = float(w @ self.proba) / n, positives / n
         intercept, slope = (
-            logistic_recalibration(self.logit, self.y, w, self.recalibration_start)
+            logistic_recalibration(self.logit, self.y, w, recalibration_start)
             if positives and negatives
             else (np.nan,) * 2
         )
@@ -192,14 +193,14 @@ def metrics_with_intervals(
     y_true = np.asarray(y_true).astype(int)
     rows = _SortedRows(y_true, np.asarray(proba, dtype="float64"), threshold)
     out = rows.metrics(np.ones(len(rows.proba)))
-    rows.recalibration_start = (out["calibration_intercept"], out["calibration_slope"])
+    own_fit = (out["calibration_intercept"], out["calibration_slope"])
     rng = np.random.default_rng(seed)
     positive_idx, negative_idx = np.flatnonzero(rows.positive), np.flatnonzero(~rows.positive)
     draws: dict[str, list[float]] = {name: [] for name in out}
     for _ in range(n_resamples):
         counts = np.bincount(rng.choice(positive_idx, size=len(positive_idx)), minlength=len(rows.proba))
         counts += np.bincount(rng.choice(negative_idx, size=len(negative_idx)), minlength=len(rows.proba))
-        for name, value in rows.metrics(counts).items():
+        for name, value in rows.metrics(counts, own_fit).items():
             draws[name].append(value)
     tail = (1 - level) / 2 * 100
     suffix = f"ci{round(level * 100)}"

@@ -48,7 +48,7 @@ class PredictionWindow:
     opened_at: float = 0.0
     last_outcome: str = ""  # the last recording's line, for /health-style inspection and tests
     lock: threading.Lock = field(default_factory=threading.Lock)
-    recorder_thread: ThreadPoolExecutor = field(default_factory=lambda: _one_recorder_thread())
+    recorder_thread: ThreadPoolExecutor = field(default_factory=_one_recorder_thread)
     pending: list[Future[None]] = field(default_factory=list)
     timer: threading.Timer | None = None
 
